@@ -55,7 +55,7 @@ def save_adapter(directory: str | os.PathLike, selection: BiasSelection, model: 
         "targets": selection.targets,
         "shapes": {n: list(t.shape) for n, t in tensors.items()},
         "added": selection.added,
-        "head": list(selection.head),
+        "head": selection.head_modules,
         "fused": {s.param_name: s.index.tolist() for s in selection.sites
                   if s.index is not None and s.index.numel() < s.module.out_features},
         **(extra_meta or {}),

@@ -60,7 +60,7 @@ def export_peft(directory: str | os.PathLike, selection: BiasSelection, model: n
         b0 = selection.initial.get(site.param_name)
         delta = b if b0 is None or site.added else b - b0.float()
         out[f"base_model.model.{site.name}.beft_bias"] = delta.reshape(1, -1).contiguous()
-    head_modules = sorted({n.rsplit(".", 1)[0] for n in selection.head})
+    head_modules = selection.head_modules
     for n in selection.head:
         out[f"base_model.model.{n}"] = tensors[n].contiguous()
     final = Path(directory)

@@ -78,7 +78,7 @@ def apply_bias(model: nn.Module, targets: str | Iterable[str], *,
     head_prefixes = tuple(head)
     for p in model.parameters():
         p.requires_grad_(False)
-    selection = BiasSelection(family.name, wanted, list(sites.values()))
+    selection = BiasSelection(family.name, wanted, list(sites.values()), head_modules=list(head_prefixes))
     for name, p in model.named_parameters():
         if head_prefixes and any(name == h or name.startswith(h + ".") for h in head_prefixes):
             selection.head[name] = p

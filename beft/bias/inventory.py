@@ -33,7 +33,7 @@ def inventory(model, targets, patterns: dict[str, str] | None = None, head=()) -
     report = {"family": selection.family, "targets": selection.targets, "per_target": per_target,
               "other_biases": {"tensors": len(selection.extra),
                                "trainable": sum(numel(p) for p in selection.extra.values())},
-              "head": {"modules": sorted({n.rsplit('.', 1)[0] for n in selection.head}),
+              "head": {"modules": selection.head_modules,
                        "trainable": counts["head"]},
               "bias_trainable": counts["bias"], "total": counts["total"],
               "bias_per_mille": counts["bias_per_mille"]}

@@ -42,6 +42,7 @@ class BiasSelection:
     sites: list[BiasSite]
     extra: dict[str, nn.Parameter] = field(default_factory=dict)   # other native biases ('all')
     head: dict[str, nn.Parameter] = field(default_factory=dict)    # newly created task head
+    head_modules: list[str] = field(default_factory=list)           # its module-name prefixes
     frozen_slices: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     initial: dict[str, torch.Tensor] = field(default_factory=dict)  # b_0 of every trained bias, on CPU
 

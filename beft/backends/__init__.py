@@ -1,0 +1,1 @@
+"""The only modules that import deepspeed, torch.distributed FSDP, bitsandbytes or submitit."""

@@ -1,0 +1,12 @@
+"""The paper's tasks: data loading, prompts/verbalizers, losses and metrics.
+
+    task = get_task("sst2", arch="encoder")
+    splits = task.load(data_dir, regime="low", seed=0)
+    batch = task.collate(tokenizer, splits.train[:32], max_length=128)
+    loss = task.loss(model, batch); preds = task.predict(model, batch)
+    task.metrics(preds, examples)
+"""
+from beft.tasks.base import Splits, TaskDataError
+from beft.tasks.registry import TASKS, get_task
+
+__all__ = ["TASKS", "Splits", "TaskDataError", "get_task"]

@@ -1,0 +1,110 @@
+"""Candidate scoring for causal LMs: one right-padded forward over all (example, candidate) pairs.
+
+A pair is prompt tokens + candidate tokens; its score is the MEAN log-likelihood of the candidate
+tokens given everything before them.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+
+
+def pad_id(tokenizer) -> int:
+    """The pad token, else eos (LLaMA/OPT-style tokenizers may have no pad token)."""
+    pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pid is None:
+        raise ValueError("tokenizer has neither a pad token nor an eos token")
+    return pid
+
+
+def encode_pair(tokenizer, prompt: str, cand: str, max_length: int) -> tuple[list[int], int]:
+    """Token ids of prompt+candidate and the candidate's token count.
+
+    Candidate tokens are the suffix of tokenize(prompt + cand) past tokenize(prompt) when the
+    latter is a prefix (so merges read as in running text); else cand is tokenized alone.
+    Overlong pairs lose prompt tokens from the left; the candidate is kept.
+    """
+    p = tokenizer(prompt)["input_ids"]
+    full = tokenizer(prompt + cand)["input_ids"]
+    if full[: len(p)] == p and len(full) > len(p):
+        c = full[len(p):]
+    else:
+        c = tokenizer(cand, add_special_tokens=False)["input_ids"]
+    c = c[:max_length]
+    keep = max_length - len(c)
+    return (p[len(p) - keep:] if keep > 0 else []) + c, len(c)
+
+
+def pad_right(seqs: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
+
+
+def candidate_batch(tokenizer, prompts: list[str], candidates: list[list[str]], labels: list[int],
+                    max_length: int) -> dict[str, torch.Tensor]:
+    """Flatten (example i, candidate j) into P pairs; `pair_example`/`pair_slot` map back."""
+    ids, targets, ex_of, slot_of = [], [], [], []
+    for i, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
+        for j, cand in enumerate(cands):
+            seq, n = encode_pair(tokenizer, prompt, cand, max_length)
+            ids.append(seq)
+            targets.append([0] * (len(seq) - n) + [1] * n)
+            ex_of.append(i)
+            slot_of.append(j)
+    return {
+        "input_ids": pad_right(ids, pad_id(tokenizer)),  # (P, L)
+        "attention_mask": pad_right([[1] * len(s) for s in ids], 0),  # (P, L)
+        "target_mask": pad_right(targets, 0),  # (P, L) 1 on candidate tokens
+        "pair_example": torch.tensor(ex_of, dtype=torch.long),  # (P,)
+        "pair_slot": torch.tensor(slot_of, dtype=torch.long),  # (P,)
+        "labels": torch.tensor(labels, dtype=torch.long),  # (B,) gold slot
+    }
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def target_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log p of each target token and the matching mask, both (P, T).
+
+    Logits are only materialised from the first target position on when the model supports
+    `logits_to_keep` (HF causal LMs do), which saves (P, L, V) memory on long prompts.
+    """
+    ids, tmask = batch["input_ids"], batch["target_mask"]
+    has = tmask.any(0).nonzero()
+    first = max(int(has[0]) - 1, 0) if len(has) else 0  # first position that predicts a target
+    keep = ids.shape[1] - first
+    kw = {"logits_to_keep": keep} if _accepts_logits_to_keep(model) else {}
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], **kw).logits
+    logits = logits[:, -keep:-1]  # (P, T, V) predicts ids[:, first+1:]
+    targets = ids[:, first + 1:]  # (P, T)
+    lp = -F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+    return lp.view(targets.shape), tmask[:, first + 1:].to(lp.dtype)
+
+
+def mean_loglik(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(P,) mean log-likelihood of each pair's candidate tokens."""
+    lp, m = target_logprobs(model, batch)
+    return (lp * m).sum(-1) / m.sum(-1).clamp(min=1)
+
+
+def score_matrix(scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(P,) pair scores -> (B, C) with -inf where an example has fewer than C candidates."""
+    ex, slot = batch["pair_example"], batch["pair_slot"]
+    out = scores.new_full((batch["labels"].shape[0], int(slot.max()) + 1), float("-inf"))
+    out[ex, slot] = scores
+    return out
+
+
+def gold_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token-mean negative log-likelihood of the gold candidates' tokens only."""
+    lp, m = target_logprobs(model, batch)
+    gold = batch["pair_slot"] == batch["labels"][batch["pair_example"]]  # (P,)
+    m = m * gold[:, None].to(m.dtype)
+    return -(lp * m).sum() / m.sum().clamp(min=1)

@@ -1,0 +1,88 @@
+"""Seeded train/eval selection: from a train file and an eval file, or disjointly from one file."""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+from beft.tasks.base import Splits, require_file, resolve_data_dir
+
+Reader = Callable[[Path, str], list[dict]]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a task's examples live (paths relative to the data folder) and how to read them.
+
+    `train` may be absent locally; then train and eval are drawn disjointly from `eval`.
+    `group` keeps related rows (e.g. one MultiRC passage's questions) on the same side; by
+    default identical rows (WSC val holds duplicates) are kept on one side.
+    """
+
+    train: str | None
+    eval: str
+    read: Reader
+    group: Callable[[dict], Hashable] | None = None
+
+
+def one_file_sizes(total: int, n_train: int | None, n_eval: int | None) -> tuple[int, int]:
+    """Sizes when both sides come from one file of `total` rows (None = as many as possible).
+
+    If both requests fit, they are granted; otherwise eval keeps at least half the file
+    (or what train leaves), and train gets the rest.
+    """
+    want_t = total if n_train is None else n_train
+    want_e = total if n_eval is None else n_eval
+    if want_t + want_e <= total:
+        return want_t, want_e
+    n_e = min(want_e, max(total - want_t, total // 2))
+    return min(want_t, total - n_e), n_e
+
+
+def content(row: dict) -> str:
+    return repr(sorted(row.items()))
+
+
+def draw_disjoint(rows: list[dict], n_train: int, n_eval: int, rng: random.Random,
+                  group: Callable[[dict], Hashable] | None) -> tuple[list[dict], list[dict]]:
+    keyed: dict[Hashable, list[dict]] = {}
+    for row in rows:
+        keyed.setdefault(group(row) if group else content(row), []).append(row)
+    groups = list(keyed.values())
+    rng.shuffle(groups)
+    eval_rows: list[dict] = []
+    k = 0
+    while k < len(groups) and len(eval_rows) < n_eval:
+        eval_rows.extend(groups[k])
+        k += 1
+    train_rows = [row for g in groups[k:] for row in g]
+    return train_rows[:n_train], eval_rows[:n_eval]
+
+
+def sample(rows: list[dict], n: int | None, rng: random.Random) -> list[dict]:
+    """`n` rows drawn with `rng` (all rows in file order when n is None or covers them)."""
+    if n is None or n >= len(rows):
+        return list(rows)
+    return rng.sample(rows, n)
+
+
+def load_splits(spec: DataSpec, data_dir: str | None, seed: int, n_train: int | None,
+                n_eval: int | None, label: str) -> Splits:
+    root = resolve_data_dir(data_dir, spec.train or spec.eval)
+    rng = random.Random(seed)
+    eval_rows = spec.read(require_file(root, spec.eval), spec.eval)
+    if spec.train is not None and (root / spec.train).is_file():
+        train_rows = spec.read(root / spec.train, spec.train)
+        train, evals = sample(train_rows, n_train, rng), sample(eval_rows, n_eval, rng)
+        notes = [f"{label}: {len(train)} train from {spec.train}, {len(evals)} eval from "
+                 f"{spec.eval}, seed {seed}"]
+        return Splits(train, evals, notes)
+    t, e = one_file_sizes(len(eval_rows), n_train, n_eval)
+    train, evals = draw_disjoint(eval_rows, t, e, rng, spec.group)
+    why = f"no local {spec.train}" if spec.train else "no train file"
+    notes = [f"{label}: train ({len(train)}) and eval ({len(evals)}) drawn disjointly from "
+             f"{spec.eval} ({why}), seed {seed}"]
+    if n_train is not None and len(train) < n_train:
+        notes.append(f"{label}: train capped at {len(train)} of {n_train} requested")
+    return Splits(train, evals, notes)

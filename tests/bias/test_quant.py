@@ -1,0 +1,54 @@
+import pytest
+import torch
+import transformers as tf
+
+from beft.backends import quant
+from beft.bias import apply_bias
+from tiny import tiny_inputs, tiny_model
+
+pytestmark = pytest.mark.skipif(not quant.available(), reason="bitsandbytes not installed")
+
+
+@pytest.fixture
+def llama_dir(tmp_path):
+    model = tiny_model("llama")
+    model.save_pretrained(tmp_path / "llama")
+    return tmp_path / "llama"
+
+
+def test_8bit_biases_train_on_int8_layers(llama_dir):
+    model = tf.AutoModelForCausalLM.from_pretrained(llama_dir, quantization_config=quant.quantization_config(8))
+    v = model.model.layers[0].self_attn.v_proj
+    assert v.weight.dtype == torch.int8 and "8bit" in type(v).__name__
+    x = tiny_inputs(batch=4)
+    with torch.no_grad():
+        before = model(**x).logits
+    sel = apply_bias(model, "v")
+    with torch.no_grad():
+        assert torch.equal(model(**x).logits, before)
+    assert all(s.added and s.module.bias.dtype == torch.float32 for s in sel.sites)
+    labels = x["input_ids"]
+    opt = torch.optim.AdamW(sel.trainable_parameters().values(), lr=5e-2, weight_decay=0.0)
+    w0 = v.weight.clone()
+    losses = []
+    for _ in range(8):
+        loss = model(**x, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 1e-3
+    assert torch.equal(v.weight, w0)
+    assert torch.count_nonzero(v.bias) > 0
+
+
+def test_4bit_added_biases_are_zeroed(llama_dir):
+    # a 4-bit load with attention_bias=True leaves the missing biases uninitialised
+    model = tf.AutoModelForCausalLM.from_pretrained(llama_dir, quantization_config=quant.quantization_config(4),
+                                                    attention_bias=True)
+    sel = apply_bias(model, "v")
+    quant.zero_added_biases(sel)
+    for s in sel.sites:
+        assert s.added and torch.count_nonzero(s.module.bias) == 0
+    out = model(**tiny_inputs()).logits
+    assert torch.isfinite(out).all()
