@@ -18,7 +18,7 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> str:
+def task_data() -> str:
     path = os.environ.get("BEFT_DATA_DIR") or str(REPO.parent / "shared" / "data")
     if not (Path(path) / "glue" / "SST-2" / "train.tsv").is_file():
         pytest.skip(f"real task data absent: set BEFT_DATA_DIR (looked in {path})")
@@ -61,10 +61,14 @@ def bert_tokenizer():
     return AutoTokenizer.from_pretrained(str(MINILM))
 
 
-def tiny_bert(tokenizer, num_labels: int):
+@pytest.fixture()
+def tiny_bert():
+    """Factory: tiny random BERT classifier sized to a tokenizer's vocabulary."""
     from transformers import AutoModelForSequenceClassification, BertConfig
 
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-                     num_hidden_layers=2, num_attention_heads=2, num_labels=num_labels)
-    return AutoModelForSequenceClassification.from_config(cfg).eval()
+    def make(tokenizer, num_labels: int):
+        torch.manual_seed(0)
+        cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_labels=num_labels)
+        return AutoModelForSequenceClassification.from_config(cfg).eval()
+    return make

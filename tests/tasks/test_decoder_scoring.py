@@ -64,7 +64,7 @@ def test_loss_differentiable_and_decreases(tiny_llama, bpe_tokenizer, objective)
     task = get_task("sst2", arch="decoder", train_objective=objective)
     batch = task.collate(bpe_tokenizer, SST, 64)
     tiny_llama.train()
-    opt = torch.optim.SGD(tiny_llama.parameters(), lr=0.5)
+    opt = torch.optim.SGD(tiny_llama.parameters(), lr=0.1)
     losses = []
     for _ in range(6):
         loss = task.loss(tiny_llama, batch)

@@ -1,0 +1,82 @@
+"""Rank and world-size logic: the one place that reads launcher environment variables."""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def env_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def device() -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
+        return torch.device("cuda", local_rank())
+    return torch.device("cpu")
+
+
+def comm_backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init(backend_name: str) -> None:
+    """Start the process group (if launched with several ranks) and check the launcher agrees."""
+    want = env_world_size()
+    if want > 1 and not dist.is_initialized():
+        if backend_name == "deepspeed":
+            import deepspeed
+            deepspeed.init_distributed(dist_backend=comm_backend(), timeout=timedelta(minutes=30))
+        else:
+            dist.init_process_group(comm_backend(), timeout=timedelta(minutes=30))
+    have = dist.get_world_size() if dist.is_initialized() else 1
+    if have != want:
+        raise RuntimeError(
+            f"the launcher started {want} processes but the process group has {have}: each rank "
+            "would train alone (accelerate's FSDP on CPU does this); launch with torchrun or deepspeed")
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def mean(value: float) -> float:
+    """Average a Python float over ranks."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device() if comm_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
+
+
+def broadcast_object(obj):
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,105 @@
+"""Single process (CPU or one GPU, optionally 8-/4-bit base weights): the reference backend."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import dist
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.model: nn.Module | None = None
+        self.optimizer = None
+        self.scheduler = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def init(self) -> None:
+        dist.init(self.name)
+        if dist.world_size() > 1 and self.name == "local":
+            raise RuntimeError(f"{dist.world_size()} ranks were launched but no distributed backend "
+                               "was chosen: add --fsdp, or use deepspeed --config ds_configs/zero2.json")
+        self.rank, self.world_size, self.device = dist.rank(), dist.world_size(), dist.device()
+
+    def load_model(self, load: Callable[[], tuple]) -> tuple:
+        model, tokenizer, head = load()
+        if not (getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False)):
+            model.to(self.device)
+        return model, tokenizer, head
+
+    def prepare(self, model: nn.Module, optimizer, scheduler) -> None:
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+
+    def autocast(self):
+        if self.device.type == "cuda" and self.cfg.precision in ("bf16", "fp16", "auto"):
+            dtype = torch.float16 if self.cfg.precision == "fp16" else torch.bfloat16
+            return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cpu", enabled=False)
+
+    # -- one micro-step ----------------------------------------------------------------------
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.cfg.optim.grad_accum).backward()
+
+    def step(self, params: list[torch.Tensor]) -> float:
+        clip = self.cfg.optim.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    # -- state ---------------------------------------------------------------------------------
+    def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Full (gathered) copies of the named parameters on CPU; every rank must call."""
+        return {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
+
+    def save_checkpoint(self, directory: Path, params: dict[str, torch.Tensor], extra: dict) -> None:
+        state = {"params": self.full_state(params), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "extra": extra, "rng": rng_state()}
+        torch.save(state, directory / "state.pt")
+
+    def load_checkpoint(self, directory: Path, params: dict[str, torch.Tensor]) -> dict:
+        state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(state["params"][n].to(p.dtype))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        return state["extra"]
+
+    def cleanup(self) -> None:
+        dist.destroy()
+
+
+def rng_state() -> dict:
+    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def rank_file(directory: Path, stem: str) -> Path:
+    return directory / f"{stem}_rank{dist.rank()}.pt"
+
+
+def can_write(directory: Path) -> None:
+    probe = directory / f".probe{os.getpid()}"
+    probe.write_text("x")
+    probe.unlink()

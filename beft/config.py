@@ -1,0 +1,220 @@
+"""One typed config: defaults <- YAML recipe <- key=value overrides (dotted keys for nested fields).
+
+Every run directory holds the resolved config (config.yaml), so any run can be repeated exactly:
+    python launch/train.py --recipe runs/x/config.yaml
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An unknown key or a bad value: reported before any model loads."""
+
+
+@dataclass
+class OptimConfig:
+    weight_decay: float = 0.0        # stated explicitly: biases get no weight decay by default
+    schedule: str = "linear"         # linear | constant (both after warm-up)
+    warmup_ratio: float = 0.0        # fraction of all optimizer steps
+    warmup_steps: int = 0            # overrides warmup_ratio when > 0
+    grad_clip: float = 1.0           # max global grad norm; 0 disables
+    grad_accum: int = 1              # micro-batches per optimizer step
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+@dataclass
+class DataConfig:
+    max_length: int = 128
+    n_train: int | None = None       # overrides the regime's training-set size
+    n_eval: int | None = None        # caps the evaluation set
+    eval_batch_size: int = 32
+    train_objective: str = "ce"      # decoder tasks: ce over candidates | lm on the gold answer
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 0             # also checkpoint every N optimizer steps (0: epoch ends only)
+
+
+@dataclass
+class TrainConfig:
+    model: str = "minilm"            # hub id, local path, .gguf, or short name (minilm, smollm2)
+    task: str = "sst2"
+    bias: str = "v"                  # q, k, v, o, a combination (qv), or all
+    method: str = "bias"             # bias | full
+    data_dir: str | None = None      # default: $BEFT_DATA_DIR
+    regime: str = "low"              # low | medium | high | all (encoder tasks)
+    seed: int = 42
+    lr: float = 1e-3
+    epochs: int = 3
+    max_steps: int = 0               # stop after this many optimizer steps (0: no limit)
+    batch_size: int = 16             # global batch (all ranks x accumulation)
+    output_dir: str = "runs/default"
+    arch: str = "auto"               # auto | encoder | decoder
+    bias_patterns: dict[str, str] = field(default_factory=dict)  # target -> module-name regex
+    precision: str = "auto"          # auto | fp32 | bf16 | fp16
+    quant: str = "none"              # none | 8bit | 4bit (bitsandbytes base weights)
+    backend: str = "local"           # local | deepspeed | fsdp (set by the launcher flags)
+    deepspeed_config: str | None = None
+    resume: bool = False
+    overwrite: bool = False          # replace a finished result in output_dir
+    log_every: int = 10
+    threads: int = 0                 # torch CPU threads per rank (0: torch's default)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def validate(self) -> "TrainConfig":
+        choices = {"method": ("bias", "full"), "regime": ("low", "medium", "high", "all"),
+                   "arch": ("auto", "encoder", "decoder"), "precision": ("auto", "fp32", "bf16", "fp16"),
+                   "quant": ("none", "8bit", "4bit"), "backend": ("local", "deepspeed", "fsdp"),
+                   "optim.schedule": ("linear", "constant"), "data.train_objective": ("ce", "lm")}
+        for key, allowed in choices.items():
+            value = _get(self, key)
+            if value not in allowed:
+                raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+        positive = {"lr": self.lr, "batch_size": self.batch_size, "optim.grad_accum": self.optim.grad_accum,
+                    "data.max_length": self.data.max_length, "data.eval_batch_size": self.data.eval_batch_size}
+        for key, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{key}={value} must be > 0")
+        for key in ("epochs", "max_steps", "seed", "optim.warmup_steps", "checkpoint.every_steps", "log_every"):
+            if _get(self, key) < 0:
+                raise ConfigError(f"{key}={_get(self, key)} must be >= 0")
+        if self.epochs == 0 and self.max_steps == 0:
+            raise ConfigError("epochs=0 and max_steps=0: nothing to train; set one of them")
+        if not 0 <= self.optim.warmup_ratio < 1:
+            raise ConfigError(f"optim.warmup_ratio={self.optim.warmup_ratio} must be in [0, 1)")
+        if self.quant != "none" and self.backend == "fsdp":
+            raise ConfigError(f"--load_in_{self.quant} with --fsdp is not supported by bitsandbytes/FSDP2; "
+                              "use DeepSpeed (--config ds_configs/zero2.json) or a single process")
+        if self.backend == "deepspeed" and not self.deepspeed_config:
+            raise ConfigError("backend=deepspeed needs --config ds_configs/<zero2|zero3|zero3_offload>.json")
+        from .bias.inject import parse_targets
+        try:
+            parse_targets(self.bias)
+        except ValueError as e:
+            raise ConfigError(f"bias={self.bias!r}: {e}") from None
+        return self
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(x):
+    if isinstance(x, tuple):
+        return list(x)
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+def _get(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _coerce(value: Any, tp, key: str):
+    """Convert a YAML value or CLI string to the field's declared type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, args[0], key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key}={value!r} is not a boolean (true/false)")
+    if tp in (int, float):
+        try:
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return tp(float(value)) if tp is int and isinstance(value, str) and "e" in value.lower() else tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r} is not {'an integer' if tp is int else 'a number'}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key} must be a string, got {type(value).__name__}")
+        return str(value)
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        args = typing.get_args(tp)
+        if len(items) != len(args):
+            raise ConfigError(f"{key}={value!r} needs {len(args)} comma-separated values")
+        return tuple(_coerce(v, a, key) for v, a in zip(items, args))
+    if origin is dict:
+        if isinstance(value, str):   # "v=REGEX;q=REGEX"
+            try:
+                return dict(item.split("=", 1) for item in value.split(";") if item)
+            except ValueError:
+                raise ConfigError(f"{key}={value!r} must look like 'v=REGEX;q=REGEX'") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping")
+        return {str(k): str(v) for k, v in value.items()}
+    return value
+
+
+def _set(cfg, dotted: str, value: Any, full_key: str | None = None) -> None:
+    full_key = full_key or dotted
+    head, _, rest = dotted.partition(".")
+    hints = typing.get_type_hints(type(cfg))
+    if head not in hints:
+        close = difflib.get_close_matches(head, list(hints), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(hints)}"
+        raise ConfigError(f"unknown config key {full_key!r}{hint}")
+    current = getattr(cfg, head)
+    if dataclasses.is_dataclass(current):
+        if rest:
+            _set(current, rest, value, full_key)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                _set(current, k, v, f"{full_key}.{k}")
+        else:
+            raise ConfigError(f"{full_key} is a section; set its fields, e.g. {full_key}.<field>=...")
+        return
+    if rest:
+        raise ConfigError(f"unknown config key {full_key!r}: {head} has no fields")
+    setattr(cfg, head, _coerce(value, hints[head], full_key))
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | None = None,
+                **fixed) -> TrainConfig:
+    """defaults <- recipe YAML <- overrides ('key=value' strings or a dict) <- fixed (launcher flags)."""
+    cfg = TrainConfig()
+    if recipe:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe {path} does not exist")
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"recipe {path} must be a YAML mapping of config keys")
+        for k, v in data.items():
+            _set(cfg, k, v)
+    items = overrides.items() if isinstance(overrides, dict) else [
+        tuple(o.split("=", 1)) if "=" in o else (o, None) for o in (overrides or [])]
+    for k, v in items:
+        if v is None:
+            raise ConfigError(f"argument {k!r} is not key=value (e.g. bias=v)")
+        _set(cfg, k, v)
+    for k, v in fixed.items():
+        _set(cfg, k, v)
+    return cfg.validate()
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,299 @@
+"""The one training loop: setup / train / cleanup, for every backend (local, DeepSpeed, FSDP2).
+
+    from beft.config import load_config
+    from beft.train import Trainer
+    Trainer(load_config(overrides=["task=sst2", "bias=v"])).run()
+"""
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .backends import dist
+from .bias import apply_bias
+from .bias.adapter import save_adapter
+from .config import TrainConfig, dump_config
+from .models import is_encoder, load_config as load_model_config, load_model
+from .outputs import RunDir, atomic_write_json, atomic_write_text
+from .tasks import get_task
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def make_backend(cfg: TrainConfig):
+    if cfg.backend == "deepspeed":
+        from .backends.deepspeed import DeepSpeedBackend
+        return DeepSpeedBackend(cfg)
+    if cfg.backend == "fsdp":
+        from .backends.fsdp import FSDPBackend
+        return FSDPBackend(cfg)
+    from .backends.local import LocalBackend
+    return LocalBackend(cfg)
+
+
+def lr_lambda(total: int, warmup: int, schedule: str):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return f
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.run_dir = RunDir(cfg.output_dir)
+
+    # ------------------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.backend = make_backend(cfg)
+        self.backend.init()
+        self.rank0 = dist.rank() == 0
+        if self.rank0:
+            self.run_dir.prepare(overwrite=cfg.overwrite, resume=cfg.resume)
+        dist.barrier()
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+
+        model_cfg = load_model_config(cfg.model)
+        self.arch = cfg.arch if cfg.arch != "auto" else ("encoder" if is_encoder(model_cfg) else "decoder")
+        self.task = get_task(cfg.task, arch=self.arch, **({"train_objective": cfg.data.train_objective}
+                                                          if self.arch == "decoder" else {}))
+        self.splits = self.task.load(cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval)
+        world, accum = dist.world_size(), cfg.optim.grad_accum
+        if cfg.batch_size % (world * accum):
+            raise TrainingError(f"batch_size={cfg.batch_size} is not divisible by world size {world} x "
+                                f"optim.grad_accum={accum}")
+        if len(self.splits.train) < cfg.batch_size:
+            raise TrainingError(f"{len(self.splits.train)} training examples < batch_size={cfg.batch_size}")
+        self.micro = cfg.batch_size // (world * accum)
+
+        quant = None
+        if cfg.quant != "none":
+            from .backends import quant as q
+            quant = q.quantization_config(8 if cfg.quant == "8bit" else 4)
+        num_labels = getattr(self.task, "num_labels", None)
+        self.model, self.tokenizer, head = self.backend.load_model(
+            lambda: load_model(cfg.model, self.arch, num_labels=num_labels, quantization_config=quant))
+        if cfg.method == "full":
+            self.selection = None
+            for p in self.model.parameters():
+                p.requires_grad_(True)
+            self.params = {n: p for n, p in self.model.named_parameters()}
+        else:
+            self.selection = apply_bias(self.model, cfg.bias, patterns=cfg.bias_patterns or None, head=head)
+            if quant is not None:
+                from .backends import quant as q
+                q.zero_added_biases(self.selection)
+            self.params = self.selection.trainable_parameters()
+        self.counts = self._counts()
+
+        self.steps_per_epoch = len(self.splits.train) // cfg.batch_size
+        total = cfg.epochs * self.steps_per_epoch if cfg.epochs else cfg.max_steps
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        warmup = cfg.optim.warmup_steps or int(cfg.optim.warmup_ratio * self.total_steps)
+        optimizer = torch.optim.AdamW(list(self.params.values()), lr=cfg.lr, betas=cfg.optim.betas,
+                                      eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.total_steps, warmup,
+                                                                           cfg.optim.schedule))
+        self.backend.prepare(self.model, optimizer, scheduler)
+        if self.selection is not None and hasattr(self.backend, "fill_initial"):
+            self.backend.fill_initial(self.selection)
+
+        self.state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "best_epoch": None,
+                      "evals": [], "train_seconds": 0.0}
+        if cfg.resume and (self.run_dir.last_checkpoint / "meta.json").is_file():
+            self.state = self.backend.load_checkpoint(self.run_dir.last_checkpoint, self.params)
+            if self.rank0:
+                self.run_dir.truncate_metrics(self.state["step"])
+                print(f"resumed from step {self.state['step']} (epoch {self.state['epoch']}, "
+                      f"batch {self.state['batch_in_epoch']})", flush=True)
+        if self.rank0:
+            atomic_write_text(self.run_dir.config, dump_config(cfg))
+            c = self.counts
+            print(f"beft {__version__}: {cfg.model} ({self.arch}) task={cfg.task} method={cfg.method} "
+                  f"bias={cfg.bias} backend={self.backend.name} world={dist.world_size()} | trainable "
+                  f"{c['trainable']:,} (bias {c['bias']:,} = {c['bias_per_mille']:.4f} per mille, head "
+                  f"{c['head']:,}) | train {len(self.splits.train)} eval {len(self.splits.eval)}", flush=True)
+            for note in self.splits.notes:
+                print(f"note: {note}", flush=True)
+        dist.barrier()
+
+    def _counts(self) -> dict:
+        if self.selection is not None:
+            return self.selection.counts(self.model)
+        from .bias.selection import numel
+        total = sum(numel(p) for p in self.model.parameters())
+        return {"per_target": {}, "bias": 0, "head": 0, "trainable": total, "total": total, "bias_per_mille": 0.0}
+
+    # ------------------------------------------------------------------------------ train
+    def order(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        return torch.randperm(len(self.splits.train), generator=g).tolist()
+
+    def local_batches(self, global_idx: list[int]) -> list[list[dict]]:
+        """This rank's micro-batches of one global batch (rank-contiguous shards)."""
+        r, m, accum = dist.rank(), self.micro, self.cfg.optim.grad_accum
+        mine = global_idx[r * m * accum:(r + 1) * m * accum]
+        return [[self.splits.train[i] for i in mine[k * m:(k + 1) * m]] for k in range(accum)]
+
+    def to_device(self, batch: dict) -> dict:
+        dev = self.backend.device
+        return {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def train(self) -> None:
+        cfg, st = self.cfg, self.state
+        model = self.backend.model
+        params = list(self.params.values())
+        bar = None
+        if self.rank0:
+            from tqdm import tqdm
+            bar = tqdm(total=self.total_steps, initial=st["step"], desc="train", dynamic_ncols=True,
+                       mininterval=1.0)
+        t_log, n_log, tok_log = time.perf_counter(), 0, 0
+        t_start = time.perf_counter() - st["train_seconds"]
+        while st["step"] < self.total_steps:
+            epoch = st["epoch"]
+            order = self.order(epoch)
+            model.train()
+            for b in range(st["batch_in_epoch"], self.steps_per_epoch):
+                if st["step"] >= self.total_steps:
+                    break
+                losses = []
+                for micro in self.local_batches(order[b * cfg.batch_size:(b + 1) * cfg.batch_size]):
+                    batch = self.to_device(self.task.collate(self.tokenizer, micro, cfg.data.max_length))
+                    tok_log += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+                    with self.backend.autocast():
+                        loss = self.task.loss(model, batch)
+                    self.backend.backward(loss)
+                    losses.append(loss.detach().float().item())
+                grad_norm = self.backend.step(params)
+                if self.selection is not None and self.backend.name == "local":
+                    self.selection.restore_frozen_slices()
+                st["step"] += 1
+                st["batch_in_epoch"] = b + 1
+                loss_value = dist.mean(sum(losses) / len(losses))
+                if not math.isfinite(loss_value):
+                    raise TrainingError(f"loss is {loss_value} at step {st['step']} (epoch {epoch}); "
+                                        "lower lr, check the data, or use precision=fp32")
+                n_log += cfg.batch_size
+                if self.rank0:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+                if st["step"] % cfg.log_every == 0 or st["step"] == self.total_steps:
+                    dt = time.perf_counter() - t_log
+                    rec = {"step": st["step"], "epoch": epoch, "loss": loss_value,
+                           "lr": self.backend.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                           "examples_per_s": n_log / dt, "tokens_per_s": dist.mean(tok_log) * dist.world_size() / dt}
+                    if self.rank0:
+                        self.run_dir.log(rec)
+                        bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
+                    t_log, n_log, tok_log = time.perf_counter(), 0, 0
+                if cfg.checkpoint.every_steps and st["step"] % cfg.checkpoint.every_steps == 0 \
+                        and st["batch_in_epoch"] < self.steps_per_epoch:
+                    st["train_seconds"] = time.perf_counter() - t_start
+                    self.save_checkpoint()
+            if st["batch_in_epoch"] >= self.steps_per_epoch or st["step"] >= self.total_steps:
+                self.evaluate_epoch(epoch)
+                if st["batch_in_epoch"] >= self.steps_per_epoch:
+                    st["epoch"], st["batch_in_epoch"] = epoch + 1, 0
+                st["train_seconds"] = time.perf_counter() - t_start
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+
+    def evaluate(self) -> dict:
+        """Every rank evaluates the whole split (ZeRO-3 and FSDP need all ranks in lockstep)."""
+        model = self.backend.model
+        model.eval()
+        preds = []
+        bs = self.cfg.data.eval_batch_size
+        with torch.no_grad(), self.backend.autocast():
+            for i in range(0, len(self.splits.eval), bs):
+                ex = self.splits.eval[i:i + bs]
+                batch = self.to_device(self.task.collate(self.tokenizer, ex, self.cfg.data.max_length))
+                kw = {"synced_gpus": True} if dist.world_size() > 1 and getattr(self.task, "generates", False) else {}
+                preds.extend(self.task.predict(model, batch, **kw))
+        model.train()
+        return {k: float(v) for k, v in self.task.metrics(preds, self.splits.eval).items()}
+
+    def evaluate_epoch(self, epoch: int) -> None:
+        st = self.state
+        metrics = self.evaluate()
+        main = metrics[self.task.main_metric]
+        st["evals"].append({"epoch": epoch, "step": st["step"], **metrics})
+        if st["best"] is None or main > st["best"][self.task.main_metric]:
+            st["best"], st["best_epoch"] = metrics, epoch
+            self.best_state = self.backend.full_state(self.params)
+            if self.rank0 and self.selection is not None:
+                self._save_adapter(self.run_dir.path / "adapter_best", self.best_state)
+        if self.rank0:
+            self.run_dir.log({"step": st["step"], "epoch": epoch, "eval": metrics})
+            print(f"epoch {epoch} step {st['step']}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+                  flush=True)
+
+    def save_checkpoint(self) -> None:
+        """Trainable parameters, optimizer, scheduler, RNG and data position; never the frozen base."""
+        final = self.run_dir.last_checkpoint
+        tmp = final.with_name("last.tmp")
+        if self.rank0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        self.backend.save_checkpoint(tmp, self.params, dict(self.state))
+        dist.barrier()
+        if self.rank0:
+            atomic_write_json(tmp / "meta.json", {"step": self.state["step"], "epoch": self.state["epoch"]})
+            old = final.with_name("last.old")
+            if final.exists():
+                final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        dist.barrier()
+
+    def _save_adapter(self, directory: Path, state: dict) -> None:
+        save_adapter(directory, self.selection, self.model, state=state,
+                     extra_meta={"task": self.cfg.task, "seed": self.cfg.seed})
+
+    # ------------------------------------------------------------------------------ cleanup
+    def cleanup(self) -> dict | None:
+        st, cfg = self.state, self.cfg
+        final_state = self.backend.full_state(self.params)
+        result = None
+        if self.rank0:
+            if self.selection is not None:
+                self._save_adapter(self.run_dir.adapter, final_state)
+            result = {"status": "finished", "final": st["evals"][-1] if st["evals"] else None,
+                      "best": st["best"], "best_epoch": st["best_epoch"], "main_metric": self.task.main_metric,
+                      "trainable": self.counts, "steps": st["step"], "wall_time_s": round(st["train_seconds"], 2),
+                      "world_size": dist.world_size(), "backend": self.backend.name, "model": cfg.model,
+                      "task": cfg.task, "arch": self.arch, "method": cfg.method, "bias": cfg.bias, "seed": cfg.seed,
+                      "n_train": len(self.splits.train), "n_eval": len(self.splits.eval),
+                      "notes": self.splits.notes, "beft_version": __version__}
+            atomic_write_json(self.run_dir.result, result)   # last: its presence means finished
+            c = self.counts
+            f = result["final"] or {}
+            print(f"done: {self.task.main_metric}={f.get(self.task.main_metric, float('nan')):.4f} "
+                  f"(best {st['best'][self.task.main_metric]:.4f} at epoch {st['best_epoch']}) trainable "
+                  f"{c['trainable']:,} (bias {c['bias']:,}, head {c['head']:,}) -> {self.run_dir.path}", flush=True)
+        dist.barrier()
+        self.backend.cleanup()
+        return result
+
+    def run(self) -> dict | None:
+        self.setup()
+        self.train()
+        return self.cleanup()
