@@ -105,11 +105,13 @@ class Trainer:
         total = cfg.epochs * self.steps_per_epoch if cfg.epochs else cfg.max_steps
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
         warmup = cfg.optim.warmup_steps or int(cfg.optim.warmup_ratio * self.total_steps)
-        optimizer = torch.optim.AdamW(list(self.params.values()), lr=cfg.lr, betas=cfg.optim.betas,
-                                      eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.total_steps, warmup,
-                                                                           cfg.optim.schedule))
-        self.backend.prepare(self.model, optimizer, scheduler)
+        def build_optim(params: list[torch.Tensor]):
+            opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
+                                    weight_decay=cfg.optim.weight_decay)
+            return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(self.total_steps, warmup,
+                                                                         cfg.optim.schedule))
+        # the backend may replace parameters (FSDP2 shards them into DTensors): keep its handles
+        self.params = self.backend.prepare(self.model, self.params, build_optim)
         if self.selection is not None and hasattr(self.backend, "fill_initial"):
             self.backend.fill_initial(self.selection)
 

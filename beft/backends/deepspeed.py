@@ -1,0 +1,84 @@
+"""DeepSpeed ZeRO-2 / ZeRO-3 (optionally CPU offload): the only module importing deepspeed."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import dist
+from .ds_config import fill, zero_stage
+from .local import LocalBackend, rank_file, rng_state, set_rng_state
+
+
+class DeepSpeedBackend(LocalBackend):
+    name = "deepspeed"
+
+    def init(self) -> None:
+        import deepspeed  # noqa: F401  (fail early when missing)
+        super().init()
+
+    def load_model(self, load: Callable[[], tuple]) -> tuple:
+        from transformers import AutoConfig
+        from transformers.integrations import HfDeepSpeedConfig
+        from ..models import resolve
+        mcfg = AutoConfig.from_pretrained(resolve(self.cfg.model))
+        hidden = getattr(mcfg, "hidden_size", None) or getattr(mcfg, "n_embd", None)
+        self.ds_config = fill(self.cfg.deepspeed_config, self.cfg, dist.world_size(), hidden)
+        self.stage = zero_stage(self.ds_config)
+        # Kept alive: while it exists, from_pretrained builds the model under zero.Init, so
+        # ZeRO-3 partitions the weights at load time (no full copy per rank).
+        self._hf_ds = HfDeepSpeedConfig(self.ds_config)
+        model, tokenizer, head = load()
+        return model, tokenizer, head
+
+    def prepare(self, model, params: dict[str, torch.Tensor], build_optim) -> dict:
+        import deepspeed
+        optimizer, scheduler = build_optim(list(params.values()))
+        engine, opt, _, sched = deepspeed.initialize(model=model, model_parameters=list(params.values()),
+                                                     optimizer=optimizer, lr_scheduler=scheduler,
+                                                     config=self.ds_config)
+        self.model, self.optimizer, self.scheduler, self.engine = engine, opt, sched, engine
+        return params
+
+    def autocast(self):
+        return contextlib.nullcontext()   # DeepSpeed casts the model itself (bf16/fp16 sections)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        # DeepSpeed counts micro-steps: backward then step on every micro-batch; it scales the
+        # loss by 1/gradient_accumulation_steps and only updates at the boundary.
+        self.engine.backward(loss)
+        self.engine.step()
+
+    def step(self, params) -> float:
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def gathered(self, params: list[torch.Tensor]):
+        if self.stage == 3:
+            import deepspeed
+            return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+        return contextlib.nullcontext()
+
+    def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with self.gathered(list(params.values())):
+            return {n: p.detach().to("cpu", dtype=torch.float32, copy=True) for n, p in params.items()}
+
+    def fill_initial(self, selection) -> None:
+        """b_0 of each trained bias, gathered (under ZeRO-3 the local tensors are empty)."""
+        if self.stage == 3:
+            selection.initial = self.full_state(selection.bias_parameters())
+
+    def save_checkpoint(self, directory: Path, params, extra: dict) -> None:
+        self.engine.save_checkpoint(str(directory), tag="state", client_state={"extra": extra},
+                                    exclude_frozen_parameters=True)
+        torch.save(rng_state(), rank_file(directory, "rng"))
+
+    def load_checkpoint(self, directory: Path, params) -> dict:
+        _, client = self.engine.load_checkpoint(str(directory), tag="state", load_module_strict=False,
+                                                load_optimizer_states=True, load_lr_scheduler_states=True)
+        if client is None:
+            raise RuntimeError(f"could not load the DeepSpeed checkpoint in {directory}")
+        set_rng_state(torch.load(rank_file(directory, "rng"), weights_only=True))
+        return client["extra"]
