@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +28,10 @@ from .tasks import get_task
 
 class TrainingError(RuntimeError):
     pass
+
+
+# Tests set BEFT_KILL_AFTER_STEP=N to SIGKILL the process right after optimizer step N.
+_KILL_AFTER_STEP = int(os.environ.get("BEFT_KILL_AFTER_STEP", "0"))
 
 
 def make_backend(cfg: TrainConfig):
@@ -204,6 +210,8 @@ class Trainer:
                         self.run_dir.log(rec)
                         bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
                     t_log, n_log, tok_log = time.perf_counter(), 0, 0
+                if _KILL_AFTER_STEP and st["step"] == _KILL_AFTER_STEP:   # fault injection for resume tests
+                    os.kill(os.getpid(), signal.SIGKILL)
                 if cfg.checkpoint.every_steps and st["step"] % cfg.checkpoint.every_steps == 0 \
                         and st["batch_in_epoch"] < self.steps_per_epoch:
                     st["train_seconds"] = time.perf_counter() - t_start
