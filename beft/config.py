@@ -98,6 +98,9 @@ class TrainConfig:
         if self.quant != "none" and self.backend == "fsdp":
             raise ConfigError(f"--load_in_{self.quant} with --fsdp is not supported by bitsandbytes/FSDP2; "
                               "use DeepSpeed (--config ds_configs/zero2.json) or a single process")
+        if self.quant != "none" and self.backend == "deepspeed":
+            raise ConfigError(f"--load_in_{self.quant} with DeepSpeed is not supported yet (no test shows it "
+                              "trains correctly); use a single process with --load_in_8bit")
         if self.backend == "deepspeed" and not self.deepspeed_config:
             raise ConfigError("backend=deepspeed needs --config ds_configs/<zero2|zero3|zero3_offload>.json")
         from .bias.inject import parse_targets

@@ -282,6 +282,7 @@ class Trainer:
     def cleanup(self) -> dict | None:
         st, cfg = self.state, self.cfg
         final_state = self.backend.full_state(self.params)
+        shards = self.backend.shard_report()
         result = None
         if self.rank0:
             if self.selection is not None:
@@ -289,7 +290,7 @@ class Trainer:
             result = {"status": "finished", "final": st["evals"][-1] if st["evals"] else None,
                       "best": st["best"], "best_epoch": st["best_epoch"], "main_metric": self.task.main_metric,
                       "trainable": self.counts, "steps": st["step"], "wall_time_s": round(st["train_seconds"], 2),
-                      "world_size": dist.world_size(), "backend": self.backend.name, "model": cfg.model,
+                      "world_size": dist.world_size(), "backend": self.backend.name, "sharding_rank0": shards, "model": cfg.model,
                       "task": cfg.task, "arch": self.arch, "method": cfg.method, "bias": cfg.bias, "seed": cfg.seed,
                       "n_train": len(self.splits.train), "n_eval": len(self.splits.eval),
                       "notes": self.splits.notes, "beft_version": __version__}

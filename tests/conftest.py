@@ -5,13 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paths import DATA_DIR, ROOT  # noqa: E402,F401
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(1)
 
-DATA_DIR = Path(os.environ.get("BEFT_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture

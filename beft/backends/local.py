@@ -60,6 +60,21 @@ class LocalBackend:
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
 
+    def shard_report(self) -> dict:
+        """Elements of the frozen parameters held by this rank vs their full size: proof of sharding."""
+        local = full = 0
+        for p in self.model.parameters():
+            if p.requires_grad:
+                continue
+            full += int(getattr(p, "ds_numel", p.numel()))
+            if hasattr(p, "ds_tensor"):
+                local += int(p.ds_tensor.numel())
+            elif hasattr(p, "to_local"):
+                local += int(p.to_local().numel())
+            else:
+                local += int(p.numel())
+        return {"frozen_local_numel": local, "frozen_full_numel": full}
+
     # -- state ---------------------------------------------------------------------------------
     def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Full (gathered) copies of the named parameters on CPU; every rank must call."""

@@ -8,7 +8,7 @@ import torch
 
 from beft.bias import apply_bias
 from beft.models import load_model, resolve
-from conftest import ROOT
+from paths import ROOT
 
 
 def _have(short):

@@ -1,0 +1,72 @@
+"""The training loop on one process: outputs, errors, exact resume, 8-bit base."""
+import json
+import os
+
+import pytest
+import torch
+
+from paths import DATA_DIR
+from train_helpers import *  # noqa: F401,F403
+
+
+def test_outputs_and_refusal_to_overwrite(tiny_dirs, need_data, tmp_path):
+    out = tmp_path / "run"
+    p = launch(base_args(tiny_dirs["bert"], out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    for name in ("config.yaml", "metrics.jsonl", "result.json", "adapter/adapter.safetensors"):
+        assert (out / name).is_file(), name
+    r = result(out)
+    assert r["status"] == "finished" and r["world_size"] == 1 and r["backend"] == "local"
+    assert r["trainable"]["bias"] == 2 * 64 and r["trainable"]["head"] == 64 * 2 + 2
+    assert r["steps"] == 16 and 0 <= r["final"]["accuracy"] <= 1 and r["best"] is not None
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines if "eval" in x] == [0, 1]
+    a = adapter(out)
+    assert set(a) == {f"bert.encoder.layer.{i}.attention.self.value.bias" for i in range(2)} | \
+        {"classifier.weight", "classifier.bias"}
+    before = (out / "result.json").read_text()
+    p = launch(base_args(tiny_dirs["bert"], out))
+    assert p.returncode == 2 and "already holds a finished result" in p.stderr
+    assert (out / "result.json").read_text() == before
+
+
+def test_bad_input_fails_before_loading(tiny_dirs, tmp_path):
+    p = launch(base_args(tiny_dirs["bert"], tmp_path / "x") + ["optim.lr=3"])
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error: unknown config key 'optim.lr'")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    p = launch(base_args(tiny_dirs["bert"], blocker / "sub"))
+    assert p.returncode == 2 and "not writable" in p.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_nan_loss_stops_with_step(tiny_dirs, need_data, tmp_path):
+    p = launch(base_args(tiny_dirs["bert"], tmp_path / "nan", lr="1e30", **{"optim.grad_clip": 0}))
+    assert p.returncode != 0
+    assert "at step" in p.stderr and "loss is" in p.stderr
+    assert not (tmp_path / "nan" / "result.json").exists()
+
+
+def test_kill_and_resume_is_bitwise(tiny_dirs, need_data, tmp_path):
+    args = lambda out: base_args(tiny_dirs["bert_dropout"], out, **{"checkpoint.every_steps": 3, "resume": "true"})
+    assert launch(args(tmp_path / "a")).returncode == 0
+    p = launch(args(tmp_path / "b"), env={"BEFT_KILL_AFTER_STEP": "11"})
+    assert p.returncode != 0 and not (tmp_path / "b" / "result.json").exists()
+    assert json.loads((tmp_path / "b/checkpoints/last/meta.json").read_text())["step"] == 9
+    p = launch(args(tmp_path / "b"))
+    assert p.returncode == 0 and "resumed from step 9" in p.stdout
+    assert max_diff(adapter(tmp_path / "a"), adapter(tmp_path / "b")) == 0.0
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)      # records after the checkpoint were not duplicated
+
+
+@pytest.mark.skipif(not __import__("beft.backends.quant", fromlist=["x"]).available(), reason="no bitsandbytes")
+def test_8bit_decoder_lowers_loss(tiny_dirs, need_data, tmp_path):
+    out = tmp_path / "q"
+    p = launch(["--load_in_8bit"] + base_args(tiny_dirs["llama"], out, epochs=3, lr="5e-2", log_every=1,
+                                               **{"data.n_train": 32}))
+    assert p.returncode == 0, p.stderr[-3000:]
+    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines() if "loss" in x]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    r = result(out)
+    assert r["trainable"]["bias"] == 2 * 32      # GQA: 2 kv heads x 16, added
