@@ -51,7 +51,7 @@ class TrainConfig:
     model: str = "minilm"            # hub id, local path, .gguf, or short name (minilm, smollm2)
     task: str = "sst2"
     bias: str = "v"                  # q, k, v, o, a combination (qv), or all
-    method: str = "bias"             # bias | full
+    method: str = "bias"             # bias | bitfit | full (see beft/methods.py)
     data_dir: str | None = None      # default: $BEFT_DATA_DIR
     regime: str = "low"              # low | medium | high | all (encoder tasks)
     seed: int = 42
@@ -75,7 +75,8 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def validate(self) -> "TrainConfig":
-        choices = {"method": ("bias", "full"), "regime": ("low", "medium", "high", "all"),
+        from .methods import METHODS
+        choices = {"method": tuple(METHODS), "regime": ("low", "medium", "high", "all"),
                    "arch": ("auto", "encoder", "decoder"), "precision": ("auto", "fp32", "bf16", "fp16"),
                    "quant": ("none", "8bit", "4bit"), "backend": ("local", "deepspeed", "fsdp"),
                    "optim.schedule": ("linear", "constant"), "data.train_objective": ("ce", "lm")}

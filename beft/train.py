@@ -18,8 +18,8 @@ import torch
 
 from . import __version__
 from .backends import dist
-from .bias import apply_bias
 from .bias.adapter import save_adapter
+from . import methods
 from .config import TrainConfig, dump_config
 from .models import is_encoder, load_config as load_model_config, load_model
 from .outputs import RunDir, atomic_write_json, atomic_write_text
@@ -94,18 +94,8 @@ class Trainer:
         num_labels = getattr(self.task, "num_labels", None)
         self.model, self.tokenizer, head = self.backend.load_model(
             lambda: load_model(cfg.model, self.arch, num_labels=num_labels, quantization_config=quant))
-        if cfg.method == "full":
-            self.selection = None
-            for p in self.model.parameters():
-                p.requires_grad_(True)
-            self.params = {n: p for n, p in self.model.named_parameters()}
-        else:
-            self.selection = apply_bias(self.model, cfg.bias, patterns=cfg.bias_patterns or None, head=head)
-            if quant is not None:
-                from .backends import quant as q
-                q.zero_added_biases(self.selection)
-            self.params = self.selection.trainable_parameters()
-        self.counts = self._counts()
+        self.method = methods.build(cfg.method, self.model, cfg, head)
+        self.selection, self.params, self.counts = self.method.selection, self.method.params, self.method.counts
 
         self.steps_per_epoch = len(self.splits.train) // cfg.batch_size
         total = cfg.epochs * self.steps_per_epoch if cfg.epochs else cfg.max_steps
@@ -139,13 +129,6 @@ class Trainer:
             for note in self.splits.notes:
                 print(f"note: {note}", flush=True)
         dist.barrier()
-
-    def _counts(self) -> dict:
-        if self.selection is not None:
-            return self.selection.counts(self.model)
-        from .bias.selection import numel
-        total = sum(numel(p) for p in self.model.parameters())
-        return {"per_target": {}, "bias": 0, "head": 0, "trainable": total, "total": total, "bias_per_mille": 0.0}
 
     # ------------------------------------------------------------------------------ train
     def order(self, epoch: int) -> list[int]:
@@ -189,8 +172,8 @@ class Trainer:
                     self.backend.backward(loss)
                     losses.append(loss.detach().float().item())
                 grad_norm = self.backend.step(params)
-                if self.selection is not None and self.backend.name == "local":
-                    self.selection.restore_frozen_slices()
+                if self.method.after_step is not None and self.backend.name == "local":
+                    self.method.after_step()
                 st["step"] += 1
                 st["batch_in_epoch"] = b + 1
                 loss_value = dist.mean(sum(losses) / len(losses))
