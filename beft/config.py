@@ -47,11 +47,41 @@ class CheckpointConfig:
 
 
 @dataclass
+class ReparamConfig:
+    rank: int = 1                    # LoRA / DoRA / PiSSA rank r of the reshaped bias (clamped to min(r1, r2))
+    vera_rank: int = 0               # VeRA's frozen random rank (0: min(r1, r2))
+    shape: str = "auto"              # auto (closest-to-square r1 x r2) or "R1xR2" (sizes that do not fit: auto)
+    alpha: float = 0.0               # LoRA / DoRA scale alpha / rank (0: alpha = rank, scale 1)
+    seed: int = 0                    # frozen random matrices (VeRA, VeRA-1d) and LoRA init
+
+
+@dataclass
+class RankConfig:
+    measure: str = "projection"      # which measure picks the target: projection | magnitude | fisher
+    fisher_examples: int = 0         # training examples for the Fisher (0: the whole training split)
+
+
+@dataclass
+class IclConfig:
+    k: int = 4                       # demonstrations from the training split (method=icl)
+    sep: str = "\n\n"               # between demonstrations and before the query
+
+
+@dataclass
+class PeftConfig:
+    lora_r: int = 8                  # method=peft_lora: peft LoRA on the q and v projections
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    prefix_tokens: int = 16          # method=prefix: peft prefix tuning, virtual tokens
+
+
+@dataclass
 class TrainConfig:
     model: str = "minilm"            # hub id, local path, .gguf, or short name (minilm, smollm2)
     task: str = "sst2"
-    bias: str = "v"                  # q, k, v, o, a combination (qv), or all
-    method: str = "bias"             # bias | bitfit | full (see beft/methods.py)
+    bias: str = "v"                  # q, k, v, o, a combination (qv), all, or auto (needs rank_from)
+    method: str = "bias"             # bias | bitfit | full | lora | vera | ... (see beft/methods.py)
+    rank_from: str | None = None     # bias=auto: a ranking run's folder (its ranking.json picks q, k or v)
     data_dir: str | None = None      # default: $BEFT_DATA_DIR
     regime: str = "low"              # low | medium | high | all (encoder tasks)
     seed: int = 42
@@ -73,23 +103,29 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    reparam: ReparamConfig = field(default_factory=ReparamConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
+    icl: IclConfig = field(default_factory=IclConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
 
     def validate(self) -> "TrainConfig":
         from .methods import METHODS
         choices = {"method": tuple(METHODS), "regime": ("low", "medium", "high", "all"),
                    "arch": ("auto", "encoder", "decoder"), "precision": ("auto", "fp32", "bf16", "fp16"),
                    "quant": ("none", "8bit", "4bit"), "backend": ("local", "deepspeed", "fsdp"),
-                   "optim.schedule": ("linear", "constant"), "data.train_objective": ("ce", "lm")}
+                   "optim.schedule": ("linear", "constant"), "data.train_objective": ("ce", "lm"),
+                   "rank.measure": ("projection", "magnitude", "fisher")}
         for key, allowed in choices.items():
             value = _get(self, key)
             if value not in allowed:
                 raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-        positive = {"lr": self.lr, "batch_size": self.batch_size, "optim.grad_accum": self.optim.grad_accum,
+        positive = {"reparam.rank": self.reparam.rank, "peft.lora_r": self.peft.lora_r,
+                    "peft.prefix_tokens": self.peft.prefix_tokens, "lr": self.lr, "batch_size": self.batch_size, "optim.grad_accum": self.optim.grad_accum,
                     "data.max_length": self.data.max_length, "data.eval_batch_size": self.data.eval_batch_size}
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{key}={value} must be > 0")
-        for key in ("epochs", "max_steps", "seed", "optim.warmup_steps", "checkpoint.every_steps", "log_every"):
+        for key in ("icl.k", "reparam.vera_rank", "rank.fisher_examples", "epochs", "max_steps", "seed", "optim.warmup_steps", "checkpoint.every_steps", "log_every"):
             if _get(self, key) < 0:
                 raise ConfigError(f"{key}={_get(self, key)} must be >= 0")
         if self.epochs == 0 and self.max_steps == 0:
@@ -104,6 +140,12 @@ class TrainConfig:
                               "trains correctly); use a single process with --load_in_8bit")
         if self.backend == "deepspeed" and not self.deepspeed_config:
             raise ConfigError("backend=deepspeed needs --config ds_configs/<zero2|zero3|zero3_offload>.json")
+        if self.reparam.shape != "auto" and not _is_shape(self.reparam.shape):
+            raise ConfigError(f"reparam.shape={self.reparam.shape!r} must be auto or R1xR2, e.g. 16x24")
+        if self.bias == "auto":
+            if not self.rank_from:
+                raise ConfigError("bias=auto needs rank_from=DIR (a ranking run made by launch/rank.py)")
+            return self
         from .bias.inject import parse_targets
         try:
             parse_targets(self.bias)
@@ -113,6 +155,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
+
+
+def _is_shape(spec: str) -> bool:
+    parts = spec.lower().split("x")
+    return len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts)
 
 
 def _plain(x):

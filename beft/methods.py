@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .bias import apply_bias
+from .bias import apply_bias, parse_targets
 from .bias.selection import BiasSelection, numel
 
 
@@ -20,6 +20,9 @@ class MethodSetup:
     after_step: Callable[[], None] | None = None   # e.g. restore frozen fused slices (1 process)
     trains: bool = True                        # False: evaluation only (zero-shot, ICL)
     notes: list[str] = field(default_factory=list)
+    model: nn.Module | None = None             # set when the method wraps the model (peft prefix)
+    adapter_state: Callable[[dict], dict] | None = None   # trainable state -> bias adapter tensors
+    task_transform: Callable | None = None     # (task, splits) -> task, e.g. ICL demonstrations
 
 
 def _full(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
@@ -40,10 +43,153 @@ def _bias(model: nn.Module, cfg, head: list[str], targets: str | None = None) ->
                        after_step=sel.restore_frozen_slices if sel.frozen_slices else None)
 
 
+def _local_only(cfg, name: str) -> None:
+    if cfg.backend != "local":
+        raise ValueError(f"method={name} runs on one process (backend=local); it is not wired to "
+                         f"{cfg.backend} yet")
+
+
+def _reparam(kind: str):
+    """Train the bias delta of cfg.bias through a reparametrisation (beft/reparam)."""
+    def build(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
+        from .reparam import apply_reparam
+        _local_only(cfg, kind)
+        total = sum(numel(p) for p in model.parameters())
+        sel = apply_bias(model, cfg.bias, patterns=cfg.bias_patterns or None, head=head)
+        rp = apply_reparam(model, sel, kind, cfg.reparam)
+        return MethodSetup({**rp.params, **sel.head}, rp.counts(total), selection=sel,
+                           adapter_state=rp.effective_biases)
+    return build
+
+
+def _rand_uniform(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
+    """As many bias entries as cfg.bias has, drawn uniformly (seeded) over every bias of the
+    model (BitFit's pool, added q/k/v/o biases included); a gradient mask trains only those,
+    and the others are restored after each step (weight decay cannot move them)."""
+    _local_only(cfg, "rand_uniform")
+    from .bias.families import detect_family, find_projections
+    fam = detect_family(model, cfg.bias_patterns or None)
+    k = 0
+    for t in parse_targets(cfg.bias):
+        for _, m in find_projections(model, fam, t):
+            k += int(fam.fused_layout(model.config, int(m.out_features))[t].numel()) if fam.is_fused(t) \
+                else int(m.out_features)
+    sel = apply_bias(model, "all", patterns=cfg.bias_patterns or None, head=head)
+    pool = sel.bias_parameters()
+    sizes = [p.numel() for p in pool.values()]
+    chosen = torch.randperm(sum(sizes), generator=torch.Generator().manual_seed(cfg.seed))[:k]
+    flat = torch.zeros(sum(sizes), dtype=torch.bool)
+    flat[chosen] = True
+    params, frozen, per_param = dict(sel.head), [], {}
+    for (name, p), mask in zip(pool.items(), flat.split(sizes)):
+        if not mask.any():
+            p.requires_grad_(False)
+            continue
+        keep = mask.to(device=p.device, dtype=p.dtype)
+        p.register_hook(lambda g, keep=keep: g * keep)
+        off = (~mask).nonzero().squeeze(1).to(p.device)
+        frozen.append((p, off, p.detach()[off].clone()))
+        params[name], per_param[name] = p, int(mask.sum())
+    def restore() -> None:
+        with torch.no_grad():
+            for p, off, values in frozen:
+                p[off] = values
+    total = sum(numel(p) for p in model.parameters())
+    headn = sum(numel(p) for p in sel.head.values())
+    counts = {"per_target": {"random": k}, "bias": k, "head": headn, "trainable": k + headn, "total": total,
+              "bias_per_mille": 1000.0 * k / total, "tensors_touched": len(per_param)}
+    def adapter(state: dict) -> dict:   # untouched tensors are not in the optimizer's state
+        return {**{n: p.detach().to("cpu", copy=True) for n, p in sel.trainable_parameters().items()}, **state}
+    return MethodSetup(params, counts, selection=sel, after_step=restore, adapter_state=adapter,
+                       notes=[f"rand_uniform: {k:,} entries of {sum(sizes):,} biases, in {len(per_param)} tensors"])
+
+
+def _trainable_counts(model: nn.Module, head: list[str], total: int) -> dict:
+    is_head = lambda n: any(n == h or n.startswith(h + ".") for h in head)  # noqa: E731
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    headn = sum(numel(p) for n, p in named if is_head(n))
+    other = sum(numel(p) for n, p in named if not is_head(n))
+    return {"per_target": {}, "bias": 0, "adapter": other, "head": headn, "trainable": other + headn,
+            "total": total, "bias_per_mille": 0.0}
+
+
+def _peft_targets(model: nn.Module, cfg, targets: str) -> list[str]:
+    from .bias.families import detect_family, find_projections
+    fam = detect_family(model, cfg.bias_patterns or None)
+    return sorted({n for t in targets for n, _ in find_projections(model, fam, t)})
+
+
+def _peft_lora(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
+    """peft's LoRA (r = peft.lora_r) on the q and v projections, injected in place; the new task
+    head trains too."""
+    _local_only(cfg, "peft_lora")
+    from peft import LoraConfig, inject_adapter_in_model
+    total = sum(numel(p) for p in model.parameters())
+    lcfg = LoraConfig(r=cfg.peft.lora_r, lora_alpha=cfg.peft.lora_alpha, lora_dropout=cfg.peft.lora_dropout,
+                      target_modules=_peft_targets(model, cfg, "qv"), bias="none")
+    inject_adapter_in_model(lcfg, model)
+    for n, p in model.named_parameters():
+        p.requires_grad_("lora_" in n or any(n == h or n.startswith(h + ".") for h in head))
+    return MethodSetup({n: p for n, p in model.named_parameters() if p.requires_grad},
+                       _trainable_counts(model, head, total))
+
+
+def _prefix(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
+    """peft prefix tuning (peft.prefix_tokens virtual tokens of keys/values in every layer)."""
+    _local_only(cfg, "prefix")
+    from peft import PrefixTuningConfig, get_peft_model
+    total = sum(numel(p) for p in model.parameters())
+    task_type = "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
+    wrapped = get_peft_model(model, PrefixTuningConfig(task_type=task_type, num_virtual_tokens=cfg.peft.prefix_tokens))
+    for n, p in wrapped.named_parameters():
+        if any(f".{h}." in f".{n}" for h in head):
+            p.requires_grad_(True)
+    params = {n: p for n, p in wrapped.named_parameters() if p.requires_grad}
+    counts = {"per_target": {}, "bias": 0, "adapter": sum(numel(p) for p in params.values()), "head": 0,
+              "trainable": sum(numel(p) for p in params.values()), "total": total, "bias_per_mille": 0.0}
+    return MethodSetup(params, counts, model=wrapped)
+
+
+def _eval_only(model: nn.Module, head: list[str]) -> dict:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    total = sum(numel(p) for p in model.parameters())
+    return {"per_target": {}, "bias": 0, "head": 0, "trainable": 0, "total": total, "bias_per_mille": 0.0}
+
+
+def _zero_shot(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
+    notes = [f"zero_shot: the new head {head} is untrained (random)"] if head else []
+    return MethodSetup({}, _eval_only(model, head), trains=False, notes=notes)
+
+
+def _icl(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
+    """k demonstrations (seeded draw from the training split, gold answers) before every
+    evaluation prompt; no training."""
+    from .tasks.prompts import with_demonstrations
+
+    def transform(task, splits):
+        if not hasattr(task, "prompt") or not hasattr(task.prompt, "candidates"):
+            raise ValueError(f"method=icl needs a decoder choice task (prompt + candidates); "
+                             f"{task.name} ({task.arch}) has none")
+        import dataclasses
+        import random
+        demos = random.Random(cfg.seed).sample(splits.train, min(cfg.icl.k, len(splits.train)))
+        return dataclasses.replace(task, prompt=with_demonstrations(task.prompt, demos, cfg.icl.sep))
+    return MethodSetup({}, _eval_only(model, head), trains=False, task_transform=transform,
+                       notes=[f"icl: {cfg.icl.k} demonstrations per prompt; raise data.max_length if "
+                              "prompts are cut (the left side is dropped first)"])
+
+
 METHODS: dict[str, Callable[..., MethodSetup]] = {
     "bias": _bias,                                               # the targets in cfg.bias
     "bitfit": lambda model, cfg, head: _bias(model, cfg, head, targets="all"),
     "full": _full,
+    **{kind: _reparam(kind) for kind in ("lora", "vera", "vera1d", "dora", "pissa")},
+    "rand_uniform": _rand_uniform,
+    "peft_lora": _peft_lora,
+    "prefix": _prefix,
+    "icl": _icl,
+    "zero_shot": _zero_shot,
 }
 
 

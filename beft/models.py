@@ -56,13 +56,16 @@ def resolve(name: str) -> str:
 def _dequantize_gguf(path: Path) -> Path:
     """transformers dequantizes GGUF to fp32 on every load (30-40 s); do it once and cache a
     safetensors checkpoint keyed by the file's name and size."""
-    out = cache_dir() / "gguf" / f"{path.stem}-{path.stat().st_size}"
+    out = cache_dir() / "gguf" / f"{path.stem}-{path.stat().st_size}-v2"
     if (out / "config.json").exists():
         return out
     model = tf.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                     dtype=torch.float32)
     tok = tf.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    fresh = tf.AutoModelForCausalLM.from_config(model.config)   # GGUF-loaded models refuse save
+    config = model.config
+    if hasattr(config, "quantization_config"):   # the weights are dequantized: a plain fp32 checkpoint
+        del config.quantization_config
+    fresh = tf.AutoModelForCausalLM.from_config(config)   # GGUF-loaded models refuse save
     fresh.load_state_dict(model.state_dict())
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     fresh.save_pretrained(str(tmp), safe_serialization=True)

@@ -74,6 +74,9 @@ class Trainer:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
 
+        if cfg.bias == "auto":   # the ranking run's choice; config.yaml records the resolved target
+            from .rank import auto_target
+            cfg.bias = auto_target(cfg.rank_from)
         model_cfg = load_model_config(cfg.model)
         self.arch = cfg.arch if cfg.arch != "auto" else ("encoder" if is_encoder(model_cfg) else "decoder")
         self.task = get_task(cfg.task, arch=self.arch, **({"train_objective": cfg.data.train_objective}
@@ -96,6 +99,11 @@ class Trainer:
             lambda: load_model(cfg.model, self.arch, num_labels=num_labels, quantization_config=quant))
         self.method = methods.build(cfg.method, self.model, cfg, head)
         self.selection, self.params, self.counts = self.method.selection, self.method.params, self.method.counts
+        if self.method.model is not None:
+            self.model = self.method.model
+        if self.method.task_transform is not None:
+            self.task = self.method.task_transform(self.task, self.splits)
+        self.splits.notes.extend(self.method.notes)
 
         self.steps_per_epoch = len(self.splits.train) // cfg.batch_size
         total = cfg.epochs * self.steps_per_epoch if cfg.epochs else cfg.max_steps
@@ -107,7 +115,12 @@ class Trainer:
             return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(self.total_steps, warmup,
                                                                          cfg.optim.schedule))
         # the backend may replace parameters (FSDP2 shards them into DTensors): keep its handles
-        self.params = self.backend.prepare(self.model, self.params, build_optim)
+        if self.method.trains:
+            self.params = self.backend.prepare(self.model, self.params, build_optim)
+        elif self.backend.name == "local":   # evaluation only: no optimizer
+            self.backend.model = self.model
+        else:
+            raise TrainingError(f"method={cfg.method} only evaluates; run it on one process")
         if self.selection is not None and hasattr(self.backend, "fill_initial"):
             self.backend.fill_initial(self.selection)
 
@@ -156,6 +169,11 @@ class Trainer:
                        mininterval=1.0)
         t_log, n_log, tok_log = time.perf_counter(), 0, 0
         t_start = time.perf_counter() - st["train_seconds"]
+        if not self.method.trains:   # zero-shot / ICL: one evaluation, no steps
+            self.evaluate_epoch(0)
+            if bar is not None:
+                bar.close()
+            return
         while st["step"] < self.total_steps:
             epoch = st["epoch"]
             order = self.order(epoch)
@@ -258,8 +276,10 @@ class Trainer:
         dist.barrier()
 
     def _save_adapter(self, directory: Path, state: dict) -> None:
+        if self.method.adapter_state is not None:   # e.g. reparametrised: write b_0 + delta
+            state = self.method.adapter_state(state)
         save_adapter(directory, self.selection, self.model, state=state,
-                     extra_meta={"task": self.cfg.task, "seed": self.cfg.seed})
+                     extra_meta={"task": self.cfg.task, "seed": self.cfg.seed, "method": self.cfg.method})
 
     # ------------------------------------------------------------------------------ cleanup
     def cleanup(self) -> dict | None:

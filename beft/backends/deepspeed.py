@@ -31,6 +31,11 @@ class DeepSpeedBackend(LocalBackend):
         # ZeRO-3 partitions the weights at load time (no full copy per rank).
         self._hf_ds = HfDeepSpeedConfig(self.ds_config)
         model, tokenizer, head = load()
+        # proof that ZeRO-3 never held a full copy: right after loading, before any bias is
+        # added, every weight is a ZeRO parameter whose local shard is about 1/world of it
+        local = sum(int(p.ds_tensor.numel()) if hasattr(p, "ds_tensor") else p.numel() for p in model.parameters())
+        full = sum(int(getattr(p, "ds_numel", p.numel())) for p in model.parameters())
+        self.load_report = {"loaded_local_numel": local, "loaded_full_numel": full}
         return model, tokenizer, head
 
     def prepare(self, model, params: dict[str, torch.Tensor], build_optim) -> dict:

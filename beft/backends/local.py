@@ -73,7 +73,7 @@ class LocalBackend:
                 local += int(p.to_local().numel())
             else:
                 local += int(p.numel())
-        return {"frozen_local_numel": local, "frozen_full_numel": full}
+        return {"frozen_local_numel": local, "frozen_full_numel": full, **getattr(self, "load_report", {})}
 
     # -- state ---------------------------------------------------------------------------------
     def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -69,3 +69,10 @@ GEN: dict[str, GenPrompt] = {
                                   f"Question: {ex['question']}\nAnswer:"),
     "drop": GenPrompt(lambda ex: f"Passage: {ex['context']}\nQuestion: {ex['question']}\nAnswer:"),
 }
+
+
+def with_demonstrations(prompt: ChoicePrompt, demos: list[dict], sep: str = "\n\n") -> ChoicePrompt:
+    """In-context learning: each demonstration's prompt + gold candidate, then the query prompt."""
+    shown = sep.join(prompt.prompt(ex) + prompt.candidates(ex)[ex["label"]] for ex in demos)
+    return ChoicePrompt(lambda ex: shown + sep + prompt.prompt(ex) if demos else prompt.prompt(ex),
+                        prompt.candidates)

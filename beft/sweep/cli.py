@@ -1,0 +1,56 @@
+"""python slurm/sweep.py submit SPEC --executor slurm|local|debug [--dry-run] [--root DIR]
+                       status SPEC [--root DIR]
+                       collect SPEC [--out DIR] [--root DIR] [--no-figures]"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from beft.cli import UsageError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sweep.py", description="beft sweeps: submit, status, collect")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("submit", help="submit unfinished runs (finished ones are skipped)")
+    s.add_argument("spec")
+    s.add_argument("--executor", choices=("slurm", "local", "debug"), required=True,
+                   help="slurm: job arrays via sbatch; local: subprocesses here; debug: in this process")
+    s.add_argument("--dry-run", action="store_true", help="print the runs and sbatch parameters only")
+    st = sub.add_parser("status", help="pending/running/done/failed counts, failed runs' logs")
+    st.add_argument("spec")
+    c = sub.add_parser("collect", help="tables (md, csv, tex) and figures from finished runs")
+    c.add_argument("spec")
+    c.add_argument("--out", help="output folder (default: <root>/tables)")
+    c.add_argument("--no-figures", action="store_true")
+    for q in (s, st, c):
+        q.add_argument("--root", help="sweep root (default: the spec's root)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    from beft.sweep.spec import load_spec
+    args = parser().parse_args(argv)
+    spec = load_spec(args.spec, root=args.root)
+    if args.command == "submit":
+        from beft.sweep.submit import submit
+        if args.executor == "slurm" and not args.dry_run:
+            from beft.backends.submitit_backend import sinfo_ok
+            if not sinfo_ok():
+                raise UsageError("--executor slurm: sinfo does not answer (no SLURM controller reachable); "
+                                 "use --executor local")
+        res = submit(spec, args.executor, dry_run=args.dry_run)
+        return 1 if res["failed"] else 0
+    if args.command == "status":
+        from beft.sweep.submit import status
+        states = status(spec)
+        return 1 if any(s.state == "failed" for s in states) else 0
+    from beft.sweep.collect import collect
+    for kind, path in collect(spec, args.out, figs=not args.no_figures).items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    from beft.cli import run
+    run(main, sys.argv[1:])

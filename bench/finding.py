@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""The paper's key finding on this machine: which attention bias to tune (b_q vs b_k vs b_v).
+
+    python bench/finding.py [--workers 2] [--seeds 3] [--out bench_runs/finding] [--only encoder|decoder]
+
+Runs every cell through the normal launcher (launch/train.py, one thread per process, W parallel
+workers), skips runs that already have a result.json (never overwrites), then prints mean +- std
+over seeds, trainable parameter counts, and paired t-test p-values (v vs q, v vs k; scipy
+ttest_rel over seeds). Settings are chosen to fit about 60 minutes on 2 CPU cores; see SETTINGS.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Encoder: all-MiniLM-L6-v2, low regime (paper sizes: SST-2 1000, RTE 300; CB 100).
+ENCODER = {
+    "model": "minilm", "methods": ["bias:q", "bias:k", "bias:v", "bitfit", "full"],
+    "tasks": {"sst2": {"epochs": 3, "data.max_length": 64, "data.n_eval": 872},
+              "rte": {"epochs": 5, "data.max_length": 128},
+              "cb": {"epochs": 10, "data.max_length": 128}},
+    "common": {"regime": "low", "batch_size": 16},
+    "lr": {"bias": 3e-2, "bitfit": 1e-2, "full": 5e-5},
+}
+# Decoder: SmolLM2-135M (bias-free: the q/k/v biases are added), MeZO-style prompts, CE over
+# the candidates' mean log-likelihoods.
+DECODER = {
+    "model": "smollm2", "methods": ["bias:q", "bias:k", "bias:v"],
+    "tasks": {"sst2": {}, "rte": {"data.max_length": 160}, "cb": {"data.max_length": 160}, "copa": {}},
+    "common": {"data.n_train": 128, "data.n_eval": 200, "epochs": 2, "batch_size": 8, "data.max_length": 96},
+    "lr": {"bias": 1e-2},
+}
+SETTINGS = {"encoder": ENCODER, "decoder": DECODER}
+
+
+def runs(seeds: list[int], only: str | None) -> list[dict]:
+    out = []
+    for arch, spec in SETTINGS.items():
+        if only and only != arch:
+            continue
+        for task, over in spec["tasks"].items():
+            for method in spec["methods"]:
+                name, _, bias = method.partition(":")
+                for seed in seeds:
+                    kv = {"model": spec["model"], "task": task, "method": name, "seed": seed,
+                          "lr": spec["lr"][name], **spec["common"], **over, "threads": 1, "log_every": 50}
+                    if bias:
+                        kv["bias"] = bias
+                    out.append({"arch": arch, "task": task, "method": method, "seed": seed, "kv": kv})
+    return out
+
+
+def run_id(kv: dict) -> str:
+    return hashlib.sha1(json.dumps(kv, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def execute(run: dict, root: Path) -> dict:
+    out = root / f"{run['arch']}-{run['task']}-{run['method'].replace(':', '_')}-s{run['seed']}-{run_id(run['kv'])}"
+    if not (out / "result.json").is_file():
+        args = [f"{k}={v}" for k, v in run["kv"].items()] + [f"output_dir={out}", "resume=true"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        t = time.perf_counter()
+        p = subprocess.run([sys.executable, str(ROOT / "launch" / "train.py"), *args], capture_output=True,
+                           text=True, env=env)
+        if p.returncode != 0:
+            print(f"FAILED {out.name}: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}",
+                  flush=True)
+            return {**run, "result": None}
+        print(f"done {out.name} in {time.perf_counter() - t:.0f}s", flush=True)
+    return {**run, "result": json.loads((out / "result.json").read_text())}
+
+
+def table(done: list[dict]) -> str:
+    from scipy.stats import ttest_rel
+    lines = []
+    for arch, spec in SETTINGS.items():
+        cells = [d for d in done if d["arch"] == arch and d["result"]]
+        if not cells:
+            continue
+        tasks = list(spec["tasks"])
+        metric = {d["task"]: d["result"]["main_metric"] for d in cells}
+        lines += [f"\n### {spec['model']} ({arch})", "",
+                  "| method | trainable | " + " | ".join(f"{t} ({metric.get(t, '?')})" for t in tasks) + " |",
+                  "|---" * (len(tasks) + 2) + "|"]
+        scores: dict = {}
+        for method in spec["methods"]:
+            row, trainable = [], "—"
+            for task in tasks:
+                rs = sorted((d for d in cells if d["task"] == task and d["method"] == method), key=lambda d: d["seed"])
+                vals = [d["result"]["final"][d["result"]["main_metric"]] * 100 for d in rs]
+                scores[(method, task)] = {d["seed"]: v for d, v in zip(rs, vals)}
+                if rs:
+                    t = rs[0]["result"]["trainable"]
+                    trainable = f"{t['bias']:,}+{t['head']:,}" if t["head"] else f"{t['trainable']:,}"
+                row.append(f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.1f} (n={len(vals)})"
+                           if vals else "—")
+            lines.append(f"| {method} | {trainable} | " + " | ".join(row) + " |")
+        for other in ("bias:q", "bias:k"):
+            row = []
+            for task in tasks:
+                v, o = scores.get(("bias:v", task), {}), scores.get((other, task), {})
+                common = sorted(set(v) & set(o))
+                if len(common) >= 2 and any(v[s] != o[s] for s in common):
+                    row.append(f"p={ttest_rel([v[s] for s in common], [o[s] for s in common]).pvalue:.3f}")
+                else:
+                    row.append("—")
+            lines.append(f"| v vs {other[-1]} (paired t) | | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "bench_runs" / "finding"))
+    ap.add_argument("--only", choices=["encoder", "decoder"])
+    a = ap.parse_args()
+    root = Path(a.out)
+    root.mkdir(parents=True, exist_ok=True)
+    todo = runs(list(range(1, a.seeds + 1)), a.only)
+    print(f"{len(todo)} runs, {a.workers} workers, outputs in {root}", flush=True)
+    t = time.perf_counter()
+    with ThreadPoolExecutor(a.workers) as pool:
+        done = list(pool.map(lambda r: execute(r, root), todo))
+    minutes = (time.perf_counter() - t) / 60
+    text = table(done)
+    print(text)
+    print(f"\nwall time {minutes:.1f} min for the runs not already finished; "
+          f"{sum(d['result'] is None for d in done)} failed")
+    (root / "table.md").write_text(text + "\n")
+    return 0 if all(d["result"] for d in done) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The planner against measured CPU peaks: each config runs 2 training steps in a fresh process
+(bench/throughput.py --peak); peak = VmHWM - VmRSS once the model, optimizer and inputs exist,
+with glibc returning freed tensors to the OS (MALLOC_MMAP_THRESHOLD_), so RSS follows live
+tensors. The planner's per-GPU peak minus its weights must be within 20%."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from beft.plan import Method, Setup, load_arch, plan
+from paths import ROOT
+
+CASES = [  # model, bench setting, planner method, batch, seq, attention kernel on this CPU
+    ("minilm", "full", "full", 16, 128, "math"),     # sdpa with dropout falls back to math on CPU
+    ("minilm", "bv", "bias", 16, 128, "math"),
+    ("smollm2", "bv", "bias", 4, 256, "flash"),      # causal, no dropout: CPU flash kernel
+    ("smollm2", "full", "full", 4, 256, "flash"),
+]
+
+
+def measured(model: str, setting: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--peak", model, setting],
+                         capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,setting,method,batch,seq,kernel", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_planner_within_20_percent_of_measured_peak(model, setting, method, batch, seq, kernel):
+    from beft.models import resolve
+    try:
+        resolve(model)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    got = measured(model, setting)
+    p = plan(load_arch(model), Method.parse(method, "v"), Setup(dtype="fp32", batch=batch, seq=seq, kernel=kernel))
+    predicted = p["peak"] - p["weights"]           # the measured baseline already holds the weights
+    assert got["trainable"] == p["trainable"]
+    assert p["weights"] == pytest.approx(got["weights"], rel=0.05)
+    ratio = predicted / got["peak_delta"]
+    print(f"{model}/{setting}: planned {predicted / 2**20:.0f} MiB, measured {got['peak_delta'] / 2**20:.0f} MiB,"
+          f" ratio {ratio:.3f}")
+    assert 0.8 <= ratio <= 1.2

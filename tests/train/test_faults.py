@@ -1,0 +1,33 @@
+"""Failure paths that need no launch: launcher/process-group disagreement, a full disk."""
+import pytest
+
+from beft.backends import dist
+from beft.outputs import OutputDirError, RunDir
+
+
+def test_world_size_disagreement_is_an_error(monkeypatch):
+    # accelerate's FSDP on CPU: the launcher says 2 processes, the process group has 1
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist.dist, "get_world_size", lambda: 1)
+    with pytest.raises(RuntimeError, match="launcher started 2 processes but the process group has 1"):
+        dist.init("fsdp")
+
+
+def test_full_disk_fails_early(monkeypatch, tmp_path):
+    import shutil
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1024))
+    with pytest.raises(OutputDirError, match="MiB free"):
+        RunDir(tmp_path / "run").prepare(overwrite=False, resume=False)
+
+
+def test_finished_result_kept_unless_overwrite(tmp_path):
+    run = RunDir(tmp_path)
+    run.result.write_text("{}")
+    with pytest.raises(OutputDirError, match="overwrite=true"):
+        run.prepare(overwrite=False, resume=False)
+    with pytest.raises(OutputDirError):
+        run.prepare(overwrite=False, resume=True)     # a finished run is not resumed either
+    run.prepare(overwrite=True, resume=False)
+    assert not run.result.exists()
