@@ -62,6 +62,29 @@ class RunDir:
             raise OutputDirError(f"output_dir {self.path} has only {free // 2**20} MiB free; "
                                  f"need at least {MIN_FREE_BYTES // 2**20} MiB")
 
+    def commit_checkpoint(self, tmp: Path) -> None:
+        """Make `tmp` the last checkpoint: last -> last.old, tmp -> last, drop last.old. A kill at
+        any point leaves one complete checkpoint that recover_checkpoint() finds."""
+        final = self.last_checkpoint
+        old = final.with_name("last.old")
+        self.recover_checkpoint()
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def recover_checkpoint(self) -> None:
+        """Repair a rotation that a kill interrupted: keep whichever copy is complete."""
+        final = self.last_checkpoint
+        old = final.with_name("last.old")
+        if not old.exists():
+            return
+        if not (final / "meta.json").is_file() and (old / "meta.json").is_file():
+            shutil.rmtree(final, ignore_errors=True)
+            old.rename(final)
+        else:
+            shutil.rmtree(old)
+
     def log(self, record: dict) -> None:
         with open(self.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -126,6 +126,9 @@ class Trainer:
 
         self.state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "best_epoch": None,
                       "evals": [], "train_seconds": 0.0}
+        if cfg.resume and self.rank0:
+            self.run_dir.recover_checkpoint()
+        dist.barrier()
         if cfg.resume and (self.run_dir.last_checkpoint / "meta.json").is_file():
             self.state = self.backend.load_checkpoint(self.run_dir.last_checkpoint, self.params)
             if self.rank0:
@@ -161,6 +164,9 @@ class Trainer:
     def train(self) -> None:
         cfg, st = self.cfg, self.state
         model = self.backend.model
+        if not self.method.trains:   # zero-shot / ICL: one evaluation, no steps
+            self.evaluate_epoch(0)
+            return
         params = list(self.params.values())
         bar = None
         if self.rank0:
@@ -169,11 +175,6 @@ class Trainer:
                        mininterval=1.0)
         t_log, n_log, tok_log = time.perf_counter(), 0, 0
         t_start = time.perf_counter() - st["train_seconds"]
-        if not self.method.trains:   # zero-shot / ICL: one evaluation, no steps
-            self.evaluate_epoch(0)
-            if bar is not None:
-                bar.close()
-            return
         while st["step"] < self.total_steps:
             epoch = st["epoch"]
             order = self.order(epoch)
@@ -268,11 +269,7 @@ class Trainer:
         dist.barrier()
         if self.rank0:
             atomic_write_json(tmp / "meta.json", {"step": self.state["step"], "epoch": self.state["epoch"]})
-            old = final.with_name("last.old")
-            if final.exists():
-                final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
+            self.run_dir.commit_checkpoint(tmp)
         dist.barrier()
 
     def _save_adapter(self, directory: Path, state: dict) -> None:

@@ -175,7 +175,7 @@ def table(name: str, res: dict, mem: dict | None) -> str:
     times, ref = res["times"], res["times"].get("full")
     b, t = SHAPES[name]
     lines = [f"### {name} (batch {b} x {t} tokens, fp32)", "",
-             "| setting | trainable | step (median s) | ratio to full (median of rounds) | ratio range | tokens/s | peak memory (MB) |",
+             "| setting | trainable | step (median s) | ratio to full (median of rounds) | ratio range | tokens/s | peak memory (MiB) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for s, ts in times.items():
         ratios = [x / y for x, y in zip(ts, ref)] if ref else []

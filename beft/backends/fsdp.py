@@ -1,6 +1,7 @@
 """torch FSDP2 (fully_shard): each transformer block is sharded, then the root."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -51,6 +52,17 @@ class FSDPBackend(LocalBackend):
 
     def autocast(self):
         return torch.autocast(self.device.type, enabled=False)   # the MixedPrecisionPolicy casts
+
+    @contextlib.contextmanager
+    def full_access(self, params):
+        """Gather each DTensor, let the caller modify the full copy, then keep this rank's shard."""
+        from torch.distributed.tensor import distribute_tensor
+        full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in params]
+        yield full
+        with torch.no_grad():
+            for p, f in zip(params, full):
+                if hasattr(p, "to_local"):
+                    p.to_local().copy_(distribute_tensor(f, p.device_mesh, p.placements, src_data_rank=None).to_local())
 
     def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}

@@ -1,6 +1,7 @@
 """Single process (CPU or one GPU, optionally 8-/4-bit base weights): the reference backend."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -74,6 +75,11 @@ class LocalBackend:
             else:
                 local += int(p.numel())
         return {"frozen_local_numel": local, "frozen_full_numel": full, **getattr(self, "load_report", {})}
+
+    @contextlib.contextmanager
+    def full_access(self, params: list[torch.Tensor]):
+        """Full, writable tensors of `params` on every rank (identical), written back on exit."""
+        yield params
 
     # -- state ---------------------------------------------------------------------------------
     def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -47,6 +47,7 @@ def run(run_dir: str, launcher: dict) -> dict:
         f.write(json.dumps({"job_id": job_id_from_env(), "start_step": checkpoint_step(rd), "time": time.time(),
                             "host": socket.gethostname(),
                             "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0"))}) + "\n")
+    rd.recover_checkpoint()
     kind, nproc = launcher.get("kind", "python"), int(launcher.get("nproc", 1))
     if kind == "python":
         train(str(rd.config))

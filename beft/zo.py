@@ -1,0 +1,100 @@
+"""Zeroth-order (SPSA / MeZO-style) updates of a small parameter set: forward passes only.
+
+Per step and perturbation i, z_i ~ N(0, I) is regenerated from a seed (never stored):
+    g_i = (L(theta + eps z_i) - L(theta - eps z_i)) / (2 eps)     # projected gradient
+    ghat = mean_i g_i z_i                                          # gradient estimate
+then SGD (theta -= lr ghat) or Adam on ghat. The values before the step are kept (the trained
+set is tiny: biases), so perturb-and-restore is exact, not an add/subtract round trip.
+Every rank draws the same z (seeded generator on the CPU) and uses the all-rank mean loss.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterator
+
+import torch
+
+FullAccess = Callable[[list[torch.Tensor]], contextlib.AbstractContextManager]
+
+
+@contextlib.contextmanager
+def direct(params: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    """Single process: the parameters are the full tensors."""
+    yield params
+
+
+def perturbation(shapes: list[torch.Size], seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=torch.float32) for s in shapes]
+
+
+class ZOOptimizer:
+    def __init__(self, params: list[torch.Tensor], *, lr: float, eps: float = 1e-3, n: int = 1, seed: int = 0,
+                 update: str = "sgd", betas=(0.9, 0.999), adam_eps: float = 1e-8, weight_decay: float = 0.0,
+                 full_access: FullAccess = direct):
+        if update not in ("sgd", "adam"):
+            raise ValueError(f"zo update must be sgd or adam, got {update!r}")
+        if eps <= 0 or n < 1:
+            raise ValueError("zo needs eps > 0 and n >= 1")
+        self.params, self.lr, self.eps, self.n, self.seed = params, lr, eps, n, seed
+        self.update, self.betas, self.adam_eps, self.weight_decay = update, betas, adam_eps, weight_decay
+        self.full_access = full_access
+        self.t = 0
+        self.m: list[torch.Tensor] | None = None
+        self.v: list[torch.Tensor] | None = None
+
+    def z_seed(self, step: int, i: int) -> int:
+        return (self.seed * 1_000_003 + step * 1_009 + i) % (2**63 - 1)
+
+    @torch.no_grad()
+    def step(self, loss_fn: Callable[[], float], step: int, lr: float | None = None) -> dict:
+        """One ZO step; loss_fn() must return the all-rank mean loss as a float."""
+        lr = self.lr if lr is None else lr
+        with self.full_access(self.params) as full:
+            theta0 = [p.detach().clone() for p in full]
+            shapes = [p.shape for p in full]
+            projected, losses = [], []
+            for i in range(self.n):
+                z = perturbation(shapes, self.z_seed(step, i))
+                for p, p0, zi in zip(full, theta0, z):
+                    p.copy_(p0 + self.eps * zi.to(p0))
+                plus = loss_fn()
+                for p, p0, zi in zip(full, theta0, z):
+                    p.copy_(p0 - self.eps * zi.to(p0))
+                minus = loss_fn()
+                for p, p0 in zip(full, theta0):
+                    p.copy_(p0)
+                if not (math.isfinite(plus) and math.isfinite(minus)):
+                    return {"loss": float("nan"), "projected_grad": float("nan")}
+                projected.append((plus - minus) / (2 * self.eps))
+                losses.append((plus + minus) / 2)
+            ghat = [torch.zeros_like(p0, dtype=torch.float32) for p0 in theta0]
+            for i, g in enumerate(projected):
+                for acc, zi in zip(ghat, perturbation(shapes, self.z_seed(step, i))):
+                    acc.add_(zi.to(acc.device), alpha=g / self.n)
+            direction = ghat if self.update == "sgd" else self._adam(ghat)
+            for p, p0, d in zip(full, theta0, direction):
+                new = p0.float() * (1 - lr * self.weight_decay) - lr * d
+                p.copy_(new.to(p.dtype))
+        return {"loss": sum(losses) / len(losses), "projected_grad": sum(projected) / len(projected)}
+
+    def _adam(self, ghat: list[torch.Tensor]) -> list[torch.Tensor]:
+        b1, b2 = self.betas
+        if self.m is None:
+            self.m = [torch.zeros_like(g) for g in ghat]
+            self.v = [torch.zeros_like(g) for g in ghat]
+        self.t += 1
+        out = []
+        for g, m, v in zip(ghat, self.m, self.v):
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            mh, vh = m / (1 - b1 ** self.t), v / (1 - b2 ** self.t)
+            out.append(mh / (vh.sqrt() + self.adam_eps))
+        return out
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "m": self.m, "v": self.v}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t, self.m, self.v = state["t"], state["m"], state["v"]

@@ -1,0 +1,20 @@
+#!/usr/bin/env python
+"""Sweeps over models x tasks x bias targets x seeds x regimes, on SLURM (submitit) or locally.
+
+    python slurm/sweep.py submit slurm/sweeps/table5.yaml --executor slurm --dry-run
+    python slurm/sweep.py submit slurm/sweeps/table5.yaml --executor slurm
+    python slurm/sweep.py status slurm/sweeps/table5.yaml
+    python slurm/sweep.py collect slurm/sweeps/table5.yaml --out tables/table5
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from beft.cli import run  # noqa: E402
+from beft.sweep.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    run(main, sys.argv[1:])
