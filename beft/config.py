@@ -30,6 +30,7 @@ class OptimConfig:
     grad_accum: int = 1              # micro-batches per optimizer step
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    kind: str = "adamw"              # adamw (backpropagation) | zo (forward passes only, see zo.*)
 
 
 @dataclass
@@ -76,6 +77,15 @@ class PeftConfig:
 
 
 @dataclass
+class ZOConfig:
+    """optim.kind=zo: SPSA / MeZO-style updates of the selected biases (beft/zo.py)."""
+    eps: float = 1e-3                # perturbation scale
+    n: int = 1                       # perturbations per step (2 forward passes each)
+    update: str = "sgd"              # sgd | adam (moments over the few trained values)
+    head: str = "first_order"        # a new task head: first_order (backprop through the head only) | freeze
+
+
+@dataclass
 class TrainConfig:
     model: str = "minilm"            # hub id, local path, .gguf, or short name (minilm, smollm2)
     task: str = "sst2"
@@ -100,7 +110,9 @@ class TrainConfig:
     overwrite: bool = False          # replace a finished result in output_dir
     log_every: int = 10
     threads: int = 0                 # torch CPU threads per rank (0: torch's default)
+    activation_checkpointing: bool = False   # first-order path: recompute activations in backward
     optim: OptimConfig = field(default_factory=OptimConfig)
+    zo: ZOConfig = field(default_factory=ZOConfig)
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     reparam: ReparamConfig = field(default_factory=ReparamConfig)
@@ -113,7 +125,8 @@ class TrainConfig:
         choices = {"method": tuple(METHODS), "regime": ("low", "medium", "high", "all"),
                    "arch": ("auto", "encoder", "decoder"), "precision": ("auto", "fp32", "bf16", "fp16"),
                    "quant": ("none", "8bit", "4bit"), "backend": ("local", "deepspeed", "fsdp"),
-                   "optim.schedule": ("linear", "constant"), "data.train_objective": ("ce", "lm"),
+                   "optim.schedule": ("linear", "constant"), "optim.kind": ("adamw", "zo"),
+                   "zo.update": ("sgd", "adam"), "zo.head": ("first_order", "freeze"), "data.train_objective": ("ce", "lm"),
                    "rank.measure": ("projection", "magnitude", "fisher")}
         for key, allowed in choices.items():
             value = _get(self, key)
@@ -135,6 +148,14 @@ class TrainConfig:
         if self.quant != "none" and self.backend == "fsdp":
             raise ConfigError(f"--load_in_{self.quant} with --fsdp is not supported by bitsandbytes/FSDP2; "
                               "use DeepSpeed (--config ds_configs/zero2.json) or a single process")
+        if self.optim.kind == "zo":
+            if self.method not in ("bias", "bitfit"):
+                raise ConfigError(f"optim.kind=zo trains bias targets (method=bias or bitfit), not method={self.method}")
+            if self.backend == "deepspeed":
+                raise ConfigError("optim.kind=zo runs on one process or under --fsdp; DeepSpeed keeps its own fp32 "
+                                  "copies of the trained values, which ZO updates would bypass")
+            if self.optim.grad_accum != 1 or not self.zo.eps > 0 or self.zo.n < 1:
+                raise ConfigError("optim.kind=zo needs optim.grad_accum=1, zo.eps > 0 and zo.n >= 1")
         if self.quant != "none" and self.backend == "deepspeed":
             raise ConfigError(f"--load_in_{self.quant} with DeepSpeed is not supported yet (no test shows it "
                               "trains correctly); use a single process with --load_in_8bit")

@@ -105,6 +105,11 @@ class Trainer:
             self.task = self.method.task_transform(self.task, self.splits)
         self.splits.notes.extend(self.method.notes)
 
+        if cfg.activation_checkpointing:
+            if not hasattr(self.model, "gradient_checkpointing_enable"):
+                raise TrainingError(f"activation_checkpointing=true: {type(self.model).__name__} does not support it")
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
         self.steps_per_epoch = len(self.splits.train) // cfg.batch_size
         total = cfg.epochs * self.steps_per_epoch if cfg.epochs else cfg.max_steps
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
@@ -123,6 +128,8 @@ class Trainer:
             raise TrainingError(f"method={cfg.method} only evaluates; run it on one process")
         if self.selection is not None and hasattr(self.backend, "fill_initial"):
             self.backend.fill_initial(self.selection)
+        self.lr_fn = lr_lambda(self.total_steps, warmup, cfg.optim.schedule)
+        self.zo = self._build_zo() if cfg.optim.kind == "zo" else None
 
         self.state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "best_epoch": None,
                       "evals": [], "train_seconds": 0.0}
@@ -131,6 +138,8 @@ class Trainer:
         dist.barrier()
         if cfg.resume and (self.run_dir.last_checkpoint / "meta.json").is_file():
             self.state = self.backend.load_checkpoint(self.run_dir.last_checkpoint, self.params)
+            if self.zo is not None and self.state.get("zo"):
+                self.zo.load_state_dict(self.state["zo"])
             if self.rank0:
                 self.run_dir.truncate_metrics(self.state["step"])
                 print(f"resumed from step {self.state['step']} (epoch {self.state['epoch']}, "
@@ -145,6 +154,43 @@ class Trainer:
             for note in self.splits.notes:
                 print(f"note: {note}", flush=True)
         dist.barrier()
+
+    def _build_zo(self):
+        """Forward-only training of the selected biases; a new task head either trains by
+        backpropagation through the head alone (zo.head=first_order, one process) or stays frozen."""
+        from .zo import ZOOptimizer
+        cfg = self.cfg
+        biases = [n for n in self.selection.bias_parameters() if n in self.params]
+        self.zo_head = [n for n in self.params if n not in biases] if cfg.zo.head == "first_order" else []
+        self.zo_biases = biases
+        if self.zo_head and self.backend.name != "local":
+            raise TrainingError("optim.kind=zo with zo.head=first_order runs on one process; under --fsdp "
+                                "use a decoder task (no new head) or zo.head=freeze")
+        return ZOOptimizer([self.params[n] for n in biases], lr=cfg.lr, eps=cfg.zo.eps, n=cfg.zo.n, seed=cfg.seed,
+                           update=cfg.zo.update, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
+                           full_access=self.backend.full_access)
+
+    def zo_step(self, model, batch: dict) -> tuple[float, float]:
+        """One ZO step on the biases (two no-grad forwards per perturbation, eval mode so that
+        both see the same network), then the optional first-order step of the head."""
+        cfg, st = self.cfg, self.state
+
+        def loss_fn() -> float:
+            with self.backend.autocast():
+                return dist.mean(float(self.task.loss(model, batch)))
+        model.eval()
+        out = self.zo.step(loss_fn, st["step"], cfg.lr * self.lr_fn(st["step"]))
+        model.train()
+        if self.zo_head:
+            for n in self.zo_biases:
+                self.params[n].requires_grad_(False)      # backward stops at the head
+            with self.backend.autocast():
+                loss = self.task.loss(model, batch)
+            self.backend.backward(loss)
+            self.backend.step([self.params[n] for n in self.zo_head])   # biases have no grad: untouched
+            for n in self.zo_biases:
+                self.params[n].requires_grad_(True)
+        return out["loss"], abs(out["projected_grad"])
 
     # ------------------------------------------------------------------------------ train
     def order(self, epoch: int) -> list[int]:
@@ -186,11 +232,16 @@ class Trainer:
                 for micro in self.local_batches(order[b * cfg.batch_size:(b + 1) * cfg.batch_size]):
                     batch = self.to_device(self.task.collate(self.tokenizer, micro, cfg.data.max_length))
                     tok_log += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+                    if self.zo is not None:
+                        zo_loss, grad_norm = self.zo_step(model, batch)
+                        losses.append(zo_loss)
+                        continue
                     with self.backend.autocast():
                         loss = self.task.loss(model, batch)
                     self.backend.backward(loss)
                     losses.append(loss.detach().float().item())
-                grad_norm = self.backend.step(params)
+                if self.zo is None:
+                    grad_norm = self.backend.step(params)
                 if self.method.after_step is not None and self.backend.name == "local":
                     self.method.after_step()
                 st["step"] += 1
@@ -206,7 +257,7 @@ class Trainer:
                 if st["step"] % cfg.log_every == 0 or st["step"] == self.total_steps:
                     dt = time.perf_counter() - t_log
                     rec = {"step": st["step"], "epoch": epoch, "loss": loss_value,
-                           "lr": self.backend.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                           "lr": cfg.lr * self.lr_fn(st["step"] - 1), "grad_norm": grad_norm,
                            "examples_per_s": n_log / dt, "tokens_per_s": dist.mean(tok_log) * dist.world_size() / dt}
                     if self.rank0:
                         self.run_dir.log(rec)
@@ -265,6 +316,8 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         dist.barrier()
+        if self.zo is not None:
+            self.state["zo"] = self.zo.state_dict()
         self.backend.save_checkpoint(tmp, self.params, dict(self.state))
         dist.barrier()
         if self.rank0:

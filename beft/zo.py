@@ -15,13 +15,15 @@ from typing import Callable, Iterator
 
 import torch
 
+# full_access(params) yields (full tensors, sync): the caller edits the full tensors in place and
+# calls sync() to make the model see them (FSDP2: write each rank's shard back).
 FullAccess = Callable[[list[torch.Tensor]], contextlib.AbstractContextManager]
 
 
 @contextlib.contextmanager
-def direct(params: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
-    """Single process: the parameters are the full tensors."""
-    yield params
+def direct(params: list[torch.Tensor]) -> Iterator[tuple[list[torch.Tensor], Callable[[], None]]]:
+    """Single process: the parameters are the full tensors; nothing to write back."""
+    yield params, lambda: None
 
 
 def perturbation(shapes: list[torch.Size], seed: int) -> list[torch.Tensor]:
@@ -51,7 +53,7 @@ class ZOOptimizer:
     def step(self, loss_fn: Callable[[], float], step: int, lr: float | None = None) -> dict:
         """One ZO step; loss_fn() must return the all-rank mean loss as a float."""
         lr = self.lr if lr is None else lr
-        with self.full_access(self.params) as full:
+        with self.full_access(self.params) as (full, sync):
             theta0 = [p.detach().clone() for p in full]
             shapes = [p.shape for p in full]
             projected, losses = [], []
@@ -59,12 +61,15 @@ class ZOOptimizer:
                 z = perturbation(shapes, self.z_seed(step, i))
                 for p, p0, zi in zip(full, theta0, z):
                     p.copy_(p0 + self.eps * zi.to(p0))
+                sync()
                 plus = loss_fn()
                 for p, p0, zi in zip(full, theta0, z):
                     p.copy_(p0 - self.eps * zi.to(p0))
+                sync()
                 minus = loss_fn()
                 for p, p0 in zip(full, theta0):
                     p.copy_(p0)
+                sync()
                 if not (math.isfinite(plus) and math.isfinite(minus)):
                     return {"loss": float("nan"), "projected_grad": float("nan")}
                 projected.append((plus - minus) / (2 * self.eps))
@@ -77,6 +82,7 @@ class ZOOptimizer:
             for p, p0, d in zip(full, theta0, direction):
                 new = p0.float() * (1 - lr * self.weight_decay) - lr * d
                 p.copy_(new.to(p.dtype))
+            sync()
         return {"loss": sum(losses) / len(losses), "projected_grad": sum(projected) / len(projected)}
 
     def _adam(self, ghat: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -66,16 +66,6 @@ class DeepSpeedBackend(LocalBackend):
             return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
         return contextlib.nullcontext()
 
-    @contextlib.contextmanager
-    def full_access(self, params):
-        if self.stage != 3:
-            yield params
-            return
-        import deepspeed
-        # every rank computes the same values (same z, all-rank mean loss); rank 0's are kept
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
-            yield params
-
     def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with self.gathered(list(params.values())):
             return {n: p.detach().to("cpu", dtype=torch.float32, copy=True) for n, p in params.items()}

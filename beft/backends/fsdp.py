@@ -55,14 +55,17 @@ class FSDPBackend(LocalBackend):
 
     @contextlib.contextmanager
     def full_access(self, params):
-        """Gather each DTensor, let the caller modify the full copy, then keep this rank's shard."""
+        """Gather each DTensor; sync() writes this rank's shard of the edited full copy back."""
         from torch.distributed.tensor import distribute_tensor
         full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in params]
-        yield full
-        with torch.no_grad():
-            for p, f in zip(params, full):
-                if hasattr(p, "to_local"):
-                    p.to_local().copy_(distribute_tensor(f, p.device_mesh, p.placements, src_data_rank=None).to_local())
+
+        def sync() -> None:
+            with torch.no_grad():
+                for p, f in zip(params, full):
+                    if hasattr(p, "to_local"):
+                        shard = distribute_tensor(f, p.device_mesh, p.placements, src_data_rank=None)
+                        p.to_local().copy_(shard.to_local())
+        yield full, sync
 
     def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}

@@ -78,8 +78,8 @@ class LocalBackend:
 
     @contextlib.contextmanager
     def full_access(self, params: list[torch.Tensor]):
-        """Full, writable tensors of `params` on every rank (identical), written back on exit."""
-        yield params
+        """(full tensors, sync): edit the full tensors in place, then sync() so the model sees them."""
+        yield params, lambda: None
 
     # -- state ---------------------------------------------------------------------------------
     def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
