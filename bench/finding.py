@@ -38,7 +38,7 @@ ENCODER = {
 DECODER = {
     "model": "smollm2", "methods": ["bias:q", "bias:k", "bias:v"],
     "tasks": {"sst2": {}, "rte": {"data.max_length": 160}, "cb": {"data.max_length": 160}, "copa": {}},
-    "common": {"data.n_train": 128, "data.n_eval": 200, "epochs": 2, "batch_size": 8, "data.max_length": 96},
+    "common": {"data.n_train": 96, "data.n_eval": 200, "epochs": 1, "batch_size": 8, "data.max_length": 96},
     "lr": {"bias": 1e-2},
 }
 SETTINGS = {"encoder": ENCODER, "decoder": DECODER}
