@@ -1,4 +1,4 @@
-"""Shared task types: the data error, the Splits result, and where the data folder is."""
+"""Shared task types: the data error, the Splits result, where the data folder is, and what is missing."""
 from __future__ import annotations
 
 import os
@@ -19,21 +19,17 @@ class Splits:
     notes: list[str] = field(default_factory=list)
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None, expected: str) -> Path:
-    """`data_dir`, else $BEFT_DATA_DIR; `expected` is a relative path shown in the error."""
+def data_root(data_dir: str | os.PathLike | None) -> Path | None:
+    """`data_dir`, else $BEFT_DATA_DIR, else None."""
     chosen = data_dir if data_dir is not None else os.environ.get(ENV_VAR)
-    if not chosen:
-        raise TaskDataError(
-            f"no task data folder: pass data_dir or set {ENV_VAR} to a folder laid out as "
-            f"<data_dir>/{expected}"
-        )
-    return Path(chosen)
+    return Path(chosen) if chosen else None
 
 
-def require_file(root: Path, rel: str) -> Path:
-    path = root / rel
-    if not path.is_file():
-        raise TaskDataError(
-            f"missing {path}: pass data_dir or set {ENV_VAR} to a folder laid out as <data_dir>/{rel}"
-        )
-    return path
+def missing_data(root: Path | None, rel: str, expected: str, hub: str | None) -> TaskDataError:
+    """The error for absent local data; `expected` is the layout shown when there is no folder,
+    `hub` the hub split that would stand in when online (None: there is none)."""
+    where, layout = (f"missing {root / rel}", rel) if root else ("no task data folder", expected)
+    online = (f"; or go online (unset HF_HUB_OFFLINE and HF_DATASETS_OFFLINE) to load {hub}"
+              if hub else "")
+    return TaskDataError(f"{where}: pass data_dir or set {ENV_VAR} to a folder laid out as "
+                         f"<data_dir>/{layout}{online}")

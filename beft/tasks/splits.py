@@ -1,12 +1,16 @@
-"""Seeded train/eval selection: from a train file and an eval file, or disjointly from one file."""
+"""Seeded train/eval selection: from a train file and an eval file, or disjointly from one file.
+
+The rows come from local files when the eval file is there, else from the hub (see hub.py).
+"""
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from beft.tasks.base import Splits, require_file, resolve_data_dir
+from beft.tasks.base import ENV_VAR, Splits, data_root, missing_data
+from beft.tasks.hub import HUB, load_hub, offline
 
 Reader = Callable[[Path, str], list[dict]]
 
@@ -67,22 +71,57 @@ def sample(rows: list[dict], n: int | None, rng: random.Random) -> list[dict]:
     return rng.sample(rows, n)
 
 
+@dataclass
+class Rows:
+    """A task's rows as read, and where from; `train` None: draw both sides from `eval`."""
+
+    eval: list[dict]
+    eval_from: str
+    train: list[dict] | None = None
+    train_from: str = ""  # where train came from, or why there is none
+    notes: list[str] = field(default_factory=list)
+
+
+def read_local(spec: DataSpec, root: Path) -> Rows:
+    rows = Rows(spec.read(root / spec.eval, spec.eval), spec.eval)
+    if spec.train is not None and (root / spec.train).is_file():
+        rows.train, rows.train_from = spec.read(root / spec.train, spec.train), spec.train
+    else:
+        rows.train_from = f"no local {spec.train}" if spec.train else "no train file"
+    return rows
+
+
+def read_rows(spec: DataSpec, data_dir: str | None, label: str) -> Rows:
+    """Local files if the eval file is there; else the hub splits unless offline; else an error."""
+    root = data_root(data_dir)
+    if root is not None and (root / spec.eval).is_file():
+        return read_local(spec, root)
+    source = HUB.get(spec.eval)
+    if source is None or offline():
+        raise missing_data(root, spec.eval, spec.train or spec.eval, str(source) if source else None)
+    why = f"no local {spec.eval}" if root else f"no data_dir or {ENV_VAR}"
+    rows = Rows(load_hub(source), str(source), notes=[f"{label}: {why}; read from the hub"])
+    train = HUB.get(spec.train) if spec.train else None
+    if train is not None:
+        rows.train, rows.train_from = load_hub(train), str(train)
+    else:
+        rows.train_from = "no hub train split"
+    return rows
+
+
 def load_splits(spec: DataSpec, data_dir: str | None, seed: int, n_train: int | None,
                 n_eval: int | None, label: str) -> Splits:
-    root = resolve_data_dir(data_dir, spec.train or spec.eval)
+    rows = read_rows(spec, data_dir, label)
     rng = random.Random(seed)
-    eval_rows = spec.read(require_file(root, spec.eval), spec.eval)
-    if spec.train is not None and (root / spec.train).is_file():
-        train_rows = spec.read(root / spec.train, spec.train)
-        train, evals = sample(train_rows, n_train, rng), sample(eval_rows, n_eval, rng)
-        notes = [f"{label}: {len(train)} train from {spec.train}, {len(evals)} eval from "
-                 f"{spec.eval}, seed {seed}"]
-        return Splits(train, evals, notes)
-    t, e = one_file_sizes(len(eval_rows), n_train, n_eval)
-    train, evals = draw_disjoint(eval_rows, t, e, rng, spec.group)
-    why = f"no local {spec.train}" if spec.train else "no train file"
+    if rows.train is not None:
+        train, evals = sample(rows.train, n_train, rng), sample(rows.eval, n_eval, rng)
+        notes = [f"{label}: {len(train)} train from {rows.train_from}, {len(evals)} eval from "
+                 f"{rows.eval_from}, seed {seed}"]
+        return Splits(train, evals, rows.notes + notes)
+    t, e = one_file_sizes(len(rows.eval), n_train, n_eval)
+    train, evals = draw_disjoint(rows.eval, t, e, rng, spec.group)
     notes = [f"{label}: train ({len(train)}) and eval ({len(evals)}) drawn disjointly from "
-             f"{spec.eval} ({why}), seed {seed}"]
+             f"{rows.eval_from} ({rows.train_from}), seed {seed}"]
     if n_train is not None and len(train) < n_train:
         notes.append(f"{label}: train capped at {len(train)} of {n_train} requested")
-    return Splits(train, evals, notes)
+    return Splits(train, evals, rows.notes + notes)

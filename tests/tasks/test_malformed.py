@@ -52,12 +52,14 @@ def test_bad_regression_score(tmp_path):
 
 def test_no_data_dir_names_env_var_and_layout(monkeypatch):
     monkeypatch.delenv("BEFT_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(TaskDataError, match=r"BEFT_DATA_DIR.*<data_dir>/glue/SST-2/train.tsv"):
         get_task("sst2").load(None, "low", 0)
 
 
 def test_missing_file_names_env_var_and_layout(tmp_path, monkeypatch):
     monkeypatch.setenv("BEFT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(TaskDataError, match=r"BEFT_DATA_DIR.*<data_dir>/glue/SST-2/dev.tsv"):
         get_task("sst2").load(None, "low", 0)
     assert issubclass(TaskDataError, ValueError)
