@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENCODER = {
     "model": "minilm", "methods": ["bias:q", "bias:k", "bias:v", "bitfit", "full"],
     "tasks": {"sst2": {"epochs": 3, "data.max_length": 64, "data.n_eval": 872},
-              "rte": {"epochs": 5, "data.max_length": 128},
-              "cb": {"epochs": 10, "data.max_length": 128}},
+              "rte": {"epochs": 3, "data.max_length": 128},
+              "cb": {"epochs": 5, "data.max_length": 128}},
     "common": {"regime": "low", "batch_size": 16},
     "lr": {"bias": 3e-2, "bitfit": 1e-2, "full": 5e-5},
 }
