@@ -102,7 +102,7 @@ def table(done: list[dict]) -> str:
                 scores[(method, task)] = {d["seed"]: v for d, v in zip(rs, vals)}
                 if rs:
                     t = rs[0]["result"]["trainable"]
-                    trainable = f"{t['bias']:,}+{t['head']:,}" if t["head"] else f"{t['trainable']:,}"
+                    trainable = f"{t['bias']:,} + head" if t["head"] else f"{t['trainable']:,}"
                 row.append(f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.1f} (n={len(vals)})"
                            if vals else "—")
             lines.append(f"| {method} | {trainable} | " + " | ".join(row) + " |")
@@ -116,6 +116,9 @@ def table(done: list[dict]) -> str:
                 else:
                     row.append("—")
             lines.append(f"| v vs {other[-1]} (paired t) | | " + " | ".join(row) + " |")
+    if any(d["arch"] == "encoder" and d["result"] for d in done):
+        lines.append("\n'+ head': the new classification head also trains (770 parameters for 2 classes, "
+                     "1,155 for CB's 3); 'full' counts it in.")
     return "\n".join(lines)
 
 
