@@ -37,7 +37,10 @@ ENCODER = {
 # the candidates' mean log-likelihoods.
 DECODER = {
     "model": "smollm2", "methods": ["bias:q", "bias:k", "bias:v"],
-    "tasks": {"sst2": {}, "rte": {"data.max_length": 160}, "cb": {"data.max_length": 160}, "copa": {}},
+    "tasks": {"sst2": {},
+              "rte": {"data.max_length": 128, "data.n_train": 64, "data.n_eval": 100},
+              "cb": {"data.max_length": 128, "data.n_train": 64, "data.n_eval": 100},
+              "copa": {"data.n_train": 64, "data.n_eval": 100}},
     "common": {"data.n_train": 96, "data.n_eval": 200, "epochs": 1, "batch_size": 8, "data.max_length": 96},
     "lr": {"bias": 1e-2},
 }
