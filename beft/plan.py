@@ -241,9 +241,48 @@ def _layer(a: Arch, seq: int, kernel: str, weights_train: bool, keep: str) -> fl
     return norms + attn + mlp + drop + extra
 
 
-def activation_bytes(a: Arch, m: Method, batch: int, seq: int, act_bytes: int, kernel: str) -> dict[str, float]:
-    """Saved activations and the extra transient at the top of the backward pass, in bytes."""
+def _forward_ws(a: Arch, seq: int, kernel: str, dropout: bool) -> float:
+    """Floats per token live at the peak of one layer's forward with nothing saved for backward
+    (a no_grad forward): the layer input and the larger of its attention and MLP temporaries.
+    Counted on MiniLM: the MLP phase holds the input, the attention output, GELU's input and
+    output (3h + 2i); SwiGLU holds the residual, the normed input, act(gate), up and their product
+    (2h + 3i); attention holds q, k, v and the output (flash) or the scores and probabilities
+    (math; + the dropout mask in training)."""
+    h, i = a.hidden, a.intermediate
+    mlp = 2 * h + 3 * i if a.gated_mlp else 3 * h + 2 * i
+    scores = a.qd + a.heads if kernel == "flash" else a.heads * seq * (3 if dropout else 2)
+    return max(mlp, 2 * h + a.qd + 2 * a.kvd + scores)
+
+
+def _top(a: Arch, tokens: int, act_bytes: int) -> tuple[float, float]:
+    """Decoders: (saved, transient) bytes of the causal-LM loss. The loss upcasts logits to fp32
+    and log_softmax keeps its fp32 output (B*T*V). The start of backward holds the gradients of
+    the log-probs and of the logits (fp32, + a 16-bit copy); a no_grad forward holds the logits
+    (fp32 upcast, + the 16-bit original) and the log-probs at once: the same bytes."""
+    if a.encoder:
+        return 0.0, 0.0
+    btv = float(tokens) * a.vocab
+    return 4.0 * btv, 2 * 4.0 * btv + (2.0 * btv if act_bytes == 2 else 0.0)
+
+
+def activation_bytes(a: Arch, m: Method, batch: int, seq: int, act_bytes: int, kernel: str,
+                     mode: str = "backprop", zo_head: str = "freeze", kv_cache: bool = True) -> dict[str, float]:
+    """Saved activations and the extra transient of one step, in bytes. mode: backprop (every
+    activation a gradient needs is kept), ckpt (activation checkpointing: each layer keeps only
+    its input; backward recomputes one layer at a time) or zo (no_grad forwards only)."""
     tokens = batch * seq
+    h = a.hidden
+    top_saved, top = _top(a, tokens, act_bytes)
+    if mode == "zo":
+        # eval-mode forwards (no dropout); nothing is saved for backward, but transformers builds a
+        # KV cache in every decoder forward unless use_cache=False (the config's default is True and
+        # beft's loop does not turn it off); + the final norm's input
+        cache = a.layers * 2 * a.kvd if kv_cache else 0
+        kept = 0.0 if a.encoder else (cache + h) * tokens * act_bytes
+        ws = _forward_ws(a, seq, kernel, False)
+        if a.encoder and zo_head == "first_order":   # + a train-mode forward (dropout) for the head
+            ws = max(ws, _forward_ws(a, seq, kernel, a.dropout))
+        return {"saved": kept, "transient": max(top, ws * tokens * act_bytes)}
     weights = m.kind == "full"
     first = "qk" if m.kind in ("full", "bitfit") else m.targets   # lowest trained layer's targets
     keep_low = "all" if set(first) & set("qk") else ("v" if "v" in first else "none")
@@ -253,25 +292,31 @@ def activation_bytes(a: Arch, m: Method, batch: int, seq: int, act_bytes: int, k
         extra = (a.hidden if set(m.targets) & set("qkv") else 0) + (a.qd if "o" in m.targets else 0)
         extra += m.rank * len(m.targets)
         per, low = per + extra, low + extra
-    floats = low + (a.layers - 1) * per
-    h = a.hidden
-    if a.encoder:
-        # embedding LayerNorm input + stats + dropout mask, when anything below layer 0 trains
-        floats += (3 * h + 2) if weights else ((2 * h + 2) if m.kind == "bitfit" else 0)
-        top = 0.0
-        saved_fp32 = 0.0
-    else:
-        floats += h + (1 if a.rms_norm else 2) + (2 * h if weights else 0)   # final norm (+ lm_head input)
-        # the loss upcasts logits to fp32; log_softmax keeps its fp32 output (B*T*V)
-        saved_fp32 = 4.0 * tokens * a.vocab
-        # backward start: grad of the log-probs + grad of the logits (fp32; + a 16-bit copy); a
-        # loop that keeps the model output alive during backward also holds the logits (+4 B*T*V)
-        top = 2 * 4.0 * tokens * a.vocab + (2.0 * tokens * a.vocab if act_bytes == 2 else 0.0)
     # one layer's backward working set: gradients of its attention (scores and probs under the
     # math kernel; q, k, v under flash), of its MLP intermediates, and of a few hidden-size tensors
     attn_ws = (3 * a.heads * seq if kernel == "math" else 0) + a.qd + 2 * a.kvd
-    ws = (attn_ws + (3 if a.gated_mlp else 2) * a.intermediate + 2 * h) * tokens * act_bytes
-    return {"saved": floats * tokens * act_bytes + saved_fp32, "transient": max(top, ws)}
+    mlp_ws = (3 if a.gated_mlp else 2) * a.intermediate + 2 * h
+    if mode == "ckpt":
+        # each checkpointed layer keeps its input; transformers' checkpointing also makes the
+        # embedding output require grad, so an encoder's embedding LayerNorm keeps its input
+        floats = a.layers * h + ((3 * h + 2) if weights else (2 * h + 2) if a.encoder else 0)
+        if not a.encoder:
+            floats += h + (1 if a.rms_norm else 2) + (2 * h if weights else 0)
+        # backward recomputes one layer (everything it saves, gradients reaching the embeddings)
+        # and starts its MLP backward while all of that is alive (measured peak on MiniLM)
+        layer = (per + mlp_ws) * tokens * act_bytes
+        return {"saved": floats * tokens * act_bytes + top_saved, "transient": max(top, layer)}
+    if mode != "backprop":
+        raise ValueError(f"mode {mode!r}: backprop, ckpt or zo")
+    floats = low + (a.layers - 1) * per
+    if a.encoder:
+        # embedding LayerNorm input + stats + dropout mask, when anything below layer 0 trains
+        floats += (3 * h + 2) if weights else ((2 * h + 2) if m.kind == "bitfit" else 0)
+    else:
+        floats += h + (1 if a.rms_norm else 2) + (2 * h if weights else 0)   # final norm (+ lm_head input)
+        # (a loop that keeps the model output alive during backward also holds the logits: +4 B*T*V)
+    ws = (attn_ws + mlp_ws) * tokens * act_bytes
+    return {"saved": floats * tokens * act_bytes + top_saved, "transient": max(top, ws)}
 
 
 # ------------------------------------------------------------------------------------- the plan
@@ -286,12 +331,34 @@ class Setup:
     batch: int = 1              # per-GPU micro batch
     seq: int = 512
     kernel: str = "flash"       # attention kernel: flash (GPU sdpa) or math (eager; CPU sdpa with dropout)
+    optim: str = "adamw"        # adamw (backpropagation) | zo (forward passes only: beft/zo.py)
+    zo_update: str = "sgd"      # zo: sgd | adam (moments over the trained biases)
+    zo_head: str = "first_order"  # zo with a new encoder head: first_order (backprop into the head) | freeze
+    ckpt: bool = False          # activation checkpointing (first-order only)
+    kv_cache: bool = True       # zo: decoder forwards build transformers' KV cache (beft's loop does)
+
+
+def _zo_check(a: Arch, m: Method, s: Setup) -> None:
+    if s.optim not in ("adamw", "zo"):
+        raise ValueError(f"optim {s.optim!r}: adamw or zo")
+    if s.optim != "zo":
+        return
+    if m.kind not in ("bias", "bitfit"):
+        raise ValueError("optim=zo trains bias targets: method=bias or bitfit")
+    if s.zero:
+        raise ValueError("optim=zo runs on one process or under FSDP, not DeepSpeed ZeRO")
+    if s.zo_update not in ("sgd", "adam") or s.zo_head not in ("first_order", "freeze"):
+        raise ValueError("zo_update: sgd | adam; zo_head: first_order | freeze")
+    if s.fsdp and s.gpus > 1 and a.encoder and s.zo_head == "first_order":
+        raise ValueError("optim=zo with a first-order head runs on one process; use zo_head=freeze under FSDP")
 
 
 def plan(a: Arch, m: Method, s: Setup) -> dict:
     """Per-GPU bytes: weights, gradients, optimizer, activations, transient, peak."""
     if s.dtype not in ("fp32", "bf16", "fp16", "int8", "int4"):
         raise ValueError(f"dtype {s.dtype!r}: use fp32, bf16, fp16, int8 (8bit) or int4 (4bit)")
+    _zo_check(a, m, s)
+    zo = s.optim == "zo"
     quant = s.dtype in ("int8", "int4")
     if quant and m.kind == "full":
         raise ValueError("full fine-tuning of an 8-bit/4-bit base is not supported; use bias or lora")
@@ -316,13 +383,19 @@ def plan(a: Arch, m: Method, s: Setup) -> dict:
         opt_b = 8 if s.dtype == "fp32" else 12     # Adam m, v (+ fp32 master copy in mixed precision)
     grads = n_train * grad_b
     opt = n_train * opt_b
+    if zo:
+        # only a first-order encoder head has gradients and AdamW states; the biases have the
+        # step's fp32 buffers (values before the step, z, the estimate) + ZO-Adam's m and v
+        head = outer_params(a)["head"] if a.encoder and s.zo_head == "first_order" else 0
+        biases = n_train - (outer_params(a)["head"] if a.encoder else 0)
+        grads, opt = head * grad_b, head * opt_b + biases * (12 + (8 if s.zo_update == "adam" else 0))
     gather = 0.0
     if shard3:
         weights /= s.gpus
         gather = 2 * max(sum(lp.values()), a.vocab * a.hidden) * w16 if s.gpus > 1 else 0.0  # 2 units in flight
     if s.zero >= 2 or shard3:
         grads /= s.gpus
-    if s.zero >= 1 or shard3:
+    if (s.zero >= 1 or shard3) and not zo:   # ZO updates the gathered full biases
         opt /= s.gpus
     if s.offload in ("optimizer", "all"):
         opt = 0.0
@@ -333,7 +406,8 @@ def plan(a: Arch, m: Method, s: Setup) -> dict:
     elif s.offload not in ("none", "optimizer"):
         raise ValueError("offload: none, optimizer, param or all")
     act_bytes = 4 if s.dtype == "fp32" else 2
-    act = activation_bytes(a, m, s.batch, s.seq, act_bytes, s.kernel)
+    mode = "zo" if zo else ("ckpt" if s.ckpt else "backprop")
+    act = activation_bytes(a, m, s.batch, s.seq, act_bytes, s.kernel, mode, s.zo_head, s.kv_cache)
     # grads land while activations are freed; the output layer's gradient comes first
     top = "head" if (a.encoder or not a.tied) else "embed"   # tied: the embedding is the LM head
     top_grad = outer_params(a)[top] * grad_b if m.kind == "full" else 0.0
@@ -358,6 +432,10 @@ def format_plan(name: str, m: Method, s: Setup, p: dict, gpu: str | None = None)
     what = {"full": "full fine-tuning", "bitfit": "all biases (BitFit)", "bias": f"bias b_{m.targets}",
             "lora": f"LoRA r={m.rank} on {m.targets}"}[m.kind]
     shard = "FSDP" if s.fsdp else f"ZeRO-{s.zero}"
+    if s.optim == "zo":
+        what += f", ZO ({s.zo_update}; head {s.zo_head})"
+    elif s.ckpt:
+        what += ", activation checkpointing"
     lines = [f"{name}: {what}, {s.dtype}, {shard}" + (f" offload={s.offload}" if s.offload != "none" else "")
              + f", {s.gpus} GPU(s), batch {s.batch} x seq {s.seq} per GPU, attention {s.kernel}",
              f"  parameters {p['params']:,}  trainable {p['trainable']:,} ({100 * p['trainable'] / p['params']:.4f}%)",

@@ -9,6 +9,11 @@ method  full | bias (with bias=q|k|v|o|qv...|all) | bitfit | lora (with r=8 targ
 dtype   fp32 | bf16 | fp16 | 8bit | 4bit        zero  0 | 1 | 2 | 3      fsdp  true|false
 offload none | optimizer | param | all        gpus, batch (per GPU), seq
 kernel  flash (GPU sdpa, default) | math (eager attention)
+optim   adamw (backpropagation, default) | zo (forward passes only; method=bias or bitfit, zero=0
+        or fsdp) with zo_update=sgd|adam and zo_head=first_order|freeze (a new encoder head)
+        kv_cache=true|false (decoders: the KV cache transformers builds in each forward; beft's
+        loop keeps it, default true)
+activation_checkpointing  true|false (alias ckpt): layers keep only their inputs
 gpu     t4 | a40 | a100-40 | a100-80 | h100-80 | h200 (or all)   json  true: print JSON
 """
 from __future__ import annotations
@@ -23,7 +28,9 @@ from beft.cli import UsageError, parse_kv, run  # noqa: E402
 from beft.plan import GB, GPUS, Method, Setup, fits, format_plan, load_arch, plan  # noqa: E402
 
 KEYS = {"model", "method", "bias", "r", "targets", "dtype", "zero", "fsdp", "offload", "gpus", "batch", "seq",
-        "kernel", "gpu", "json"}
+        "kernel", "gpu", "json", "optim", "zo_update", "zo_head", "activation_checkpointing", "ckpt",
+        "kv_cache"}
+BOOL = {"1": True, "true": True, "0": False, "false": False}
 DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "8bit": "int8", "int8": "int8", "4bit": "int4",
           "int4": "int4", "nf4": "int4"}
 
@@ -41,12 +48,23 @@ def main(argv: list[str]) -> int:
         ints = {k: int(o[k]) for k in ("zero", "gpus", "batch", "seq", "r") if k in o}
     except ValueError as e:
         raise UsageError(f"expected an integer: {e}") from None
+    ckpt = o.get("activation_checkpointing", o.get("ckpt", "false"))
+    kv = o.get("kv_cache", "true")
+    if ckpt not in BOOL or kv not in BOOL:
+        raise UsageError("activation_checkpointing and kv_cache take true or false")
+    if o.get("kernel", "flash") not in ("flash", "math"):
+        raise UsageError(f"kernel={o['kernel']!r}: flash or math")
     offload = {"true": "all", "false": "none"}.get(o.get("offload", "none"), o.get("offload", "none"))
     setup = Setup(dtype=DTYPES[o.get("dtype", "bf16")], zero=ints.get("zero", 0),
                   fsdp=o.get("fsdp", "false") in ("1", "true"), offload=offload, gpus=ints.get("gpus", 1),
-                  batch=ints.get("batch", 1), seq=ints.get("seq", 512), kernel=o.get("kernel", "flash"))
+                  batch=ints.get("batch", 1), seq=ints.get("seq", 512), kernel=o.get("kernel", "flash"),
+                  optim=o.get("optim", "adamw"), zo_update=o.get("zo_update", "sgd"),
+                  zo_head=o.get("zo_head", "first_order"), ckpt=BOOL[ckpt], kv_cache=BOOL[kv])
     method = Method.parse(o.get("method", "bias"), o.get("bias", "v"), ints.get("r", 8), o.get("targets", "qv"))
-    p = plan(load_arch(o["model"]), method, setup)
+    try:
+        p = plan(load_arch(o["model"]), method, setup)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     gpus = list(GPUS) if o.get("gpu") == "all" else ([o["gpu"]] if o.get("gpu") else [])
     if o.get("json") in ("1", "true"):
         p["fits"] = {g: fits(p["peak"], g)[0] for g in gpus}
