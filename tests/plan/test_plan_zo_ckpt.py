@@ -1,6 +1,7 @@
 """Planner arithmetic for forward-only (ZO) training and activation checkpointing."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -122,11 +123,11 @@ def _cli(*args):
 
 
 def test_cli_zo_and_ckpt():
-    zo = _cli("model=llama2-7b", "method=bias", "bias=v", "optim=zo", "zo_update=adam", "batch=4", "gpu=t4", "json=true")
+    zo = _cli("model=llama2-7b", "method=bias", "bias=v", "optim=zo", "zo_update=adam", "batch=4", "gpu=t4",
+              "json=true")
     assert zo.returncode == 0, zo.stderr
     ck = _cli("model=llama2-7b", "method=bias", "bias=v", "activation_checkpointing=true", "batch=4", "json=true")
     bp = _cli("model=llama2-7b", "method=bias", "bias=v", "batch=4", "json=true")
-    import json
     zo, ck, bp = (json.loads(x.stdout) for x in (zo, ck, bp))
     assert zo["grads"] == 0 and zo["peak"] < bp["peak"] and ck["peak"] < bp["peak"]
     text = _cli("model=minilm", "optim=zo", "zo_head=freeze", "dtype=fp32")
