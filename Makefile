@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest -x -q tests
+	$(PY) -m pytest -q tests
 
 demo: install
 	$(PY) launch/train.py model=minilm task=sst2 bias=v regime=low epochs=4 lr=3e-2 \

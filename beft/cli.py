@@ -25,8 +25,12 @@ def parse_kv(args: list[str], allowed: set[str] | None = None) -> dict[str, str]
 def run(main: Callable[[list[str]], int], argv: list[str]) -> None:
     """Call main; user errors become one line on stderr and a non-zero exit, no traceback
     (set BEFT_DEBUG=1 for the traceback)."""
+    from .stop import Stopped
     try:
         code = main(argv)
+    except Stopped as e:   # a checkpoint was written; 128 + SIGTERM, as if the signal had killed us
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(143)
     except (ValueError, FileNotFoundError, PermissionError, OSError, KeyError) as e:
         if os.environ.get("BEFT_DEBUG"):
             raise

@@ -19,7 +19,7 @@ import torch
 from . import __version__
 from .backends import dist
 from .bias.adapter import save_adapter
-from . import methods
+from . import methods, stop
 from .config import TrainConfig, dump_config
 from .models import is_encoder, load_config as load_model_config, load_model
 from .outputs import RunDir, atomic_write_json, atomic_write_text
@@ -30,8 +30,10 @@ class TrainingError(RuntimeError):
     pass
 
 
-# Tests set BEFT_KILL_AFTER_STEP=N to SIGKILL the process right after optimizer step N.
+# Fault injection for tests: BEFT_KILL_AFTER_STEP=N SIGKILLs the process right after optimizer
+# step N; BEFT_TERM_AFTER_STEP=N sends SIGTERM to the last rank only (the others must follow).
 _KILL_AFTER_STEP = int(os.environ.get("BEFT_KILL_AFTER_STEP", "0"))
+_TERM_AFTER_STEP = int(os.environ.get("BEFT_TERM_AFTER_STEP", "0"))
 
 
 def make_backend(cfg: TrainConfig):
@@ -246,7 +248,9 @@ class Trainer:
                     self.method.after_step()
                 st["step"] += 1
                 st["batch_in_epoch"] = b + 1
-                loss_value = dist.mean(sum(losses) / len(losses))
+                if _TERM_AFTER_STEP and st["step"] == _TERM_AFTER_STEP and dist.rank() == dist.world_size() - 1:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                loss_value, stopping = dist.mean_and_any(sum(losses) / len(losses), stop.requested())
                 if not math.isfinite(loss_value):
                     raise TrainingError(f"loss is {loss_value} at step {st['step']} (epoch {epoch}); "
                                         "lower lr, check the data, or use precision=fp32")
@@ -265,6 +269,12 @@ class Trainer:
                     t_log, n_log, tok_log = time.perf_counter(), 0, 0
                 if _KILL_AFTER_STEP and st["step"] == _KILL_AFTER_STEP:   # fault injection for resume tests
                     os.kill(os.getpid(), signal.SIGKILL)
+                if stopping:
+                    st["train_seconds"] = time.perf_counter() - t_start
+                    self.save_checkpoint()
+                    raise stop.Stopped(f"stopped by {stop.signal_name() or 'a signal on another rank'} after "
+                                       f"step {st['step']}; checkpoint written to {self.run_dir.last_checkpoint}; "
+                                       "rerun with resume=true to continue")
                 if cfg.checkpoint.every_steps and st["step"] % cfg.checkpoint.every_steps == 0 \
                         and st["batch_in_epoch"] < self.steps_per_epoch:
                     st["train_seconds"] = time.perf_counter() - t_start
@@ -359,5 +369,9 @@ class Trainer:
 
     def run(self) -> dict | None:
         self.setup()
-        self.train()
+        previous = stop.install()
+        try:
+            self.train()
+        finally:
+            stop.restore(previous)
         return self.cleanup()

@@ -69,6 +69,15 @@ def mean(value: float) -> float:
     return t.item() / dist.get_world_size()
 
 
+def mean_and_any(value: float, flag: bool) -> tuple[float, bool]:
+    """Average a float and OR a flag over ranks in one all-reduce."""
+    if not dist.is_initialized():
+        return value, flag
+    t = torch.tensor([value, float(flag)], dtype=torch.float64, device=device() if comm_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t[0].item() / dist.get_world_size(), t[1].item() > 0
+
+
 def broadcast_object(obj):
     if not dist.is_initialized():
         return obj

@@ -82,6 +82,9 @@ def test_requeue_resumes_from_checkpoint(slurm, tiny_bert, tmp_path):
     attempts = [json.loads(x) for x in (run_dir / "attempts.jsonl").read_text().splitlines()]
     assert len(attempts) == 2 and attempts[0]["start_step"] == 0
     assert 0 < attempts[1]["start_step"] < 400 and attempts[1]["restart"] == 1   # resumed, not restarted
+    # SIGTERM stopped the first attempt at a step boundary with a checkpoint at that very step
+    log = "".join(f.read_text() for f in (spec.root / "_submitit").glob(f"{jid}_*log.err"))
+    assert f"stopped by SIGTERM after step {attempts[1]['start_step']};" in log
     result = json.loads((run_dir / "result.json").read_text())
     assert result["steps"] == 400
     steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()

@@ -52,6 +52,18 @@ def test_two_rank_kill_and_resume(launcher, tiny_dirs, need_data, tmp_path):
     assert max_diff(adapter(tmp_path / "a"), adapter(tmp_path / "b")) <= 1e-6
 
 
+@pytest.mark.parametrize("launcher", ["deepspeed:zero3", "fsdp"])
+def test_sigterm_on_one_rank_stops_all_at_the_same_step(launcher, tiny_dirs, need_data, tmp_path):
+    """Only the last rank gets SIGTERM; the flag is all-reduced, so every rank checkpoints step 11 and exits."""
+    args = lambda out: base_args(tiny_dirs["bert"], out, **{"checkpoint.every_steps": 5, "resume": "true"})
+    p = launch(args(tmp_path / "b"), launcher=launcher, env={"BEFT_TERM_AFTER_STEP": "11"}, timeout=300)
+    assert p.returncode != 0 and "after step 11" in p.stderr, (p.stdout + p.stderr)[-3000:]
+    assert json.loads((tmp_path / "b/checkpoints/last/meta.json").read_text())["step"] == 11
+    p = launch(args(tmp_path / "b"), launcher=launcher)
+    assert p.returncode == 0 and "resumed from step 11" in p.stdout, (p.stdout + p.stderr)[-3000:]
+    assert result(tmp_path / "b")["steps"] == 16
+
+
 def test_decoder_gqa_zero3_adds_biases(tiny_dirs, need_data, tmp_path):
     """A bias-free GQA LLaMA under ZeRO-3: added v biases train and gather to full size."""
     ref, out = tmp_path / "ref", tmp_path / "z3"

@@ -70,3 +70,19 @@ def test_8bit_decoder_lowers_loss(tiny_dirs, need_data, tmp_path):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     r = result(out)
     assert r["trainable"]["bias"] == 2 * 32      # GQA: 2 kv heads x 16, added
+
+
+def test_sigterm_checkpoints_at_that_step_and_resumes_bitwise(tiny_dirs, need_data, tmp_path):
+    """SLURM's SIGTERM (scancel / requeue / preemption): stop after the current step with a checkpoint
+    at that step (not the older periodic one), exit 143, resume to the uninterrupted result."""
+    args = lambda out: base_args(tiny_dirs["bert_dropout"], out, **{"checkpoint.every_steps": 3, "resume": "true"})
+    assert launch(args(tmp_path / "a")).returncode == 0
+    p = launch(args(tmp_path / "b"), env={"BEFT_TERM_AFTER_STEP": "11"})
+    assert p.returncode == 143 and "stopped by SIGTERM after step 11" in p.stderr, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr and not (tmp_path / "b" / "result.json").exists()
+    assert json.loads((tmp_path / "b/checkpoints/last/meta.json").read_text())["step"] == 11
+    p = launch(args(tmp_path / "b"))
+    assert p.returncode == 0 and "resumed from step 11" in p.stdout
+    assert max_diff(adapter(tmp_path / "a"), adapter(tmp_path / "b")) == 0.0
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)
