@@ -2,6 +2,12 @@
 
 A pair is prompt tokens + candidate tokens; its score is the MEAN log-likelihood of the candidate
 tokens given everything before them.
+
+Fast path: when every candidate of every example in the batch is one token after the same prompt
+tokens (label words such as " positive" / " negative", "Yes" / "No" / "Maybe"), the batch holds one
+row per example (the prompt) plus `next_token` (P,), and one forward scores all candidates from the
+next-token distribution at the prompt's last position: C times less compute than one row per pair,
+with the same scores.
 """
 from __future__ import annotations
 
@@ -43,8 +49,9 @@ def pad_right(seqs: list[list[int]], value: int) -> torch.Tensor:
 
 
 def candidate_batch(tokenizer, prompts: list[str], candidates: list[list[str]], labels: list[int],
-                    max_length: int) -> dict[str, torch.Tensor]:
-    """Flatten (example i, candidate j) into P pairs; `pair_example`/`pair_slot` map back."""
+                    max_length: int, shared_prompt: bool = True) -> dict[str, torch.Tensor]:
+    """Flatten (example i, candidate j) into P pairs; `pair_example`/`pair_slot` map back.
+    shared_prompt=False turns the single-token fast path off (one row per pair)."""
     ids, targets, ex_of, slot_of = [], [], [], []
     for i, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
         for j, cand in enumerate(cands):
@@ -53,6 +60,16 @@ def candidate_batch(tokenizer, prompts: list[str], candidates: list[list[str]], 
             targets.append([0] * (len(seq) - n) + [1] * n)
             ex_of.append(i)
             slot_of.append(j)
+    shared = _shared_prompt_rows(ids, targets, ex_of, len(prompts)) if shared_prompt else None
+    if shared is not None:
+        return {
+            "input_ids": pad_right(shared, pad_id(tokenizer)),  # (B, L) prompts only
+            "attention_mask": pad_right([[1] * len(s) for s in shared], 0),
+            "next_token": torch.tensor([s[-1] for s in ids], dtype=torch.long),  # (P,) each pair's one token
+            "pair_example": torch.tensor(ex_of, dtype=torch.long),
+            "pair_slot": torch.tensor(slot_of, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+        }
     return {
         "input_ids": pad_right(ids, pad_id(tokenizer)),  # (P, L)
         "attention_mask": pad_right([[1] * len(s) for s in ids], 0),  # (P, L)
@@ -63,11 +80,45 @@ def candidate_batch(tokenizer, prompts: list[str], candidates: list[list[str]], 
     }
 
 
-def _accepts_logits_to_keep(model) -> bool:
+def _shared_prompt_rows(ids: list[list[int]], targets: list[list[int]], ex_of: list[int],
+                        n_examples: int) -> list[list[int]] | None:
+    """One prompt row per example if every pair is that prompt + one candidate token, else None."""
+    rows: list[list[int] | None] = [None] * n_examples
+    for seq, tgt, i in zip(ids, targets, ex_of):
+        if sum(tgt) != 1 or len(seq) < 2:
+            return None
+        if rows[i] is None:
+            rows[i] = seq[:-1]
+        elif rows[i] != seq[:-1]:
+            return None
+    return rows if all(r is not None for r in rows) else None
+
+
+def _accepts(model, name: str) -> bool:
     try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
+        return name in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _forward_kw(model) -> dict:
+    # no KV cache: scoring and training never decode step by step, and building it costs time and memory
+    return {"use_cache": False} if _accepts(model, "use_cache") else {}
+
+
+def next_token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(P,) log p(candidate token | prompt) for a shared-prompt batch (see the module doc)."""
+    ids, am = batch["input_ids"], batch["attention_mask"]
+    last = am.sum(1) - 1  # (B,) right padded
+    positions, row_pos = torch.unique(last, return_inverse=True)
+    kw = _forward_kw(model)
+    if _accepts(model, "logits_to_keep"):  # only the (at most B) positions needed
+        logits = model(input_ids=ids, attention_mask=am, logits_to_keep=positions, **kw).logits
+        logits = logits[torch.arange(ids.shape[0]), row_pos]  # (B, V)
+    else:
+        logits = model(input_ids=ids, attention_mask=am, **kw).logits[torch.arange(ids.shape[0]), last]
+    lp = torch.log_softmax(logits.float(), -1)  # (B, V)
+    return lp[batch["pair_example"], batch["next_token"]]
 
 
 def target_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,8 +131,8 @@ def target_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     has = tmask.any(0).nonzero()
     first = max(int(has[0]) - 1, 0) if len(has) else 0  # first position that predicts a target
     keep = ids.shape[1] - first
-    kw = {"logits_to_keep": keep} if _accepts_logits_to_keep(model) else {}
-    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], **kw).logits
+    kw = {"logits_to_keep": keep} if _accepts(model, "logits_to_keep") else {}
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], **kw, **_forward_kw(model)).logits
     logits = logits[:, -keep:-1]  # (P, T, V) predicts ids[:, first+1:]
     targets = ids[:, first + 1:]  # (P, T)
     lp = -F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
@@ -90,6 +141,8 @@ def target_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
 
 def mean_loglik(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """(P,) mean log-likelihood of each pair's candidate tokens."""
+    if "next_token" in batch:
+        return next_token_logprobs(model, batch)
     lp, m = target_logprobs(model, batch)
     return (lp * m).sum(-1) / m.sum(-1).clamp(min=1)
 
@@ -104,6 +157,9 @@ def score_matrix(scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.
 
 def gold_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Token-mean negative log-likelihood of the gold candidates' tokens only."""
+    if "next_token" in batch:
+        gold = batch["pair_slot"] == batch["labels"][batch["pair_example"]]
+        return -next_token_logprobs(model, batch)[gold].mean()
     lp, m = target_logprobs(model, batch)
     gold = batch["pair_slot"] == batch["labels"][batch["pair_example"]]  # (P,)
     m = m * gold[:, None].to(m.dtype)

@@ -121,3 +121,48 @@ def test_generation_task_lm_loss_on_answer(tiny_llama, bpe_tokenizer):
     loss = task.loss(tiny_llama, batch)
     loss.backward()
     assert torch.isfinite(loss) and tiny_llama.model.embed_tokens.weight.grad is not None
+
+
+class NoKwargsWrapper(torch.nn.Module):
+    """Hides the forward signature (as DeepSpeed's engine does): no logits_to_keep, no use_cache."""
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+
+@pytest.mark.parametrize("objective", ["ce", "lm"])
+def test_shared_prompt_fast_path_equals_one_row_per_pair(tiny_llama, bpe_tokenizer, objective):
+    """Single-token label words: one row per example; scores, loss and bias gradients as one row per pair."""
+    from beft.tasks.scoring import candidate_batch
+    task = get_task("sst2", arch="decoder", train_objective=objective)
+    prompts = [task.prompt.prompt(ex) for ex in SST]
+    cands = [task.prompt.candidates(ex) for ex in SST]
+    labels = [ex["label"] for ex in SST]
+    fast = candidate_batch(bpe_tokenizer, prompts, cands, labels, 64)
+    slow = candidate_batch(bpe_tokenizer, prompts, cands, labels, 64, shared_prompt=False)
+    assert "next_token" in fast and fast["input_ids"].shape[0] == len(SST)      # the fast path was taken
+    assert "next_token" not in slow and slow["input_ids"].shape[0] == 2 * len(SST)
+    p = tiny_llama.model.layers[0].self_attn.v_proj.weight
+
+    def loss_and_grad(model, batch):
+        p.grad = None
+        loss = task.loss(model, batch)
+        loss.backward()
+        return loss.item(), p.grad.clone()
+    lf, gf = loss_and_grad(tiny_llama, fast)
+    ls, gs = loss_and_grad(tiny_llama, slow)
+    assert lf == pytest.approx(ls, abs=1e-5) and torch.allclose(gf, gs, atol=1e-6)
+    lw, gw = loss_and_grad(NoKwargsWrapper(tiny_llama), fast)              # full-logits fallback
+    assert lw == pytest.approx(ls, abs=1e-5) and torch.allclose(gw, gs, atol=1e-6)
+    p.grad = None
+    with torch.no_grad():
+        assert mean_loglik(tiny_llama, fast).tolist() == pytest.approx(mean_loglik(tiny_llama, slow).tolist(), abs=1e-5)
+    assert task.predict(tiny_llama, fast) == task.predict(tiny_llama, slow)
+
+
+def test_multi_token_candidates_keep_one_row_per_pair(bpe_tokenizer):
+    batch = get_task("copa", arch="decoder").collate(bpe_tokenizer, COPA, 64)
+    assert "next_token" not in batch and batch["input_ids"].shape[0] == 2
