@@ -51,12 +51,11 @@ def _local_only(cfg, name: str) -> None:
 
 def _reparam(kind: str):
     """Train the bias delta of cfg.bias through a reparametrisation (beft/reparam)."""
-    def build(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
+    def build(model: nn.Module, cfg, head: list[str], read_full=None) -> MethodSetup:
         from .reparam import apply_reparam
-        _local_only(cfg, kind)
         total = sum(numel(p) for p in model.parameters())
         sel = apply_bias(model, cfg.bias, patterns=cfg.bias_patterns or None, head=head)
-        rp = apply_reparam(model, sel, kind, cfg.reparam)
+        rp = apply_reparam(model, sel, kind, cfg.reparam, read_full=read_full)
         return MethodSetup({**rp.params, **sel.head}, rp.counts(total), selection=sel,
                            adapter_state=rp.effective_biases)
     return build
@@ -180,11 +179,12 @@ def _icl(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
                               "prompts are cut (the left side is dropped first)"])
 
 
+REPARAM = ("lora", "vera", "vera1d", "dora", "pissa")   # bias deltas through beft/reparam
 METHODS: dict[str, Callable[..., MethodSetup]] = {
     "bias": _bias,                                               # the targets in cfg.bias
     "bitfit": lambda model, cfg, head: _bias(model, cfg, head, targets="all"),
     "full": _full,
-    **{kind: _reparam(kind) for kind in ("lora", "vera", "vera1d", "dora", "pissa")},
+    **{kind: _reparam(kind) for kind in REPARAM},
     "rand_uniform": _rand_uniform,
     "peft_lora": _peft_lora,
     "prefix": _prefix,
@@ -193,7 +193,10 @@ METHODS: dict[str, Callable[..., MethodSetup]] = {
 }
 
 
-def build(name: str, model: nn.Module, cfg, head: list[str]) -> MethodSetup:
+def build(name: str, model: nn.Module, cfg, head: list[str], read_full=None) -> MethodSetup:
+    """read_full(params) -> full CPU copies (the backend's full_state: ZeRO-3 holds shards)."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    if name in REPARAM:
+        return METHODS[name](model, cfg, head, read_full=read_full)
     return METHODS[name](model, cfg, head)

@@ -99,7 +99,7 @@ class Trainer:
         num_labels = getattr(self.task, "num_labels", None)
         self.model, self.tokenizer, head = self.backend.load_model(
             lambda: load_model(cfg.model, self.arch, num_labels=num_labels, quantization_config=quant))
-        self.method = methods.build(cfg.method, self.model, cfg, head)
+        self.method = methods.build(cfg.method, self.model, cfg, head, read_full=self.backend.full_state)
         self.selection, self.params, self.counts = self.method.selection, self.method.params, self.method.counts
         if self.method.model is not None:
             self.model = self.method.model

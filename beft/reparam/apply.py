@@ -1,30 +1,34 @@
-"""Put a reparametrised update on every selected bias (torch.nn.utils.parametrize).
+"""Put a reparametrised update on every selected bias.
 
-After `apply_reparam`, `module.bias` is computed on every access from the frozen original
-(`module.parametrizations.bias.original`) and the reparametrisation's parameters, which are the
-only bias-side tensors that require grad. `effective_biases` reads the biases the model uses, for
-the bias adapter: the core format (b_0 + delta), so `load_adapter` needs no reparam code.
+`apply_reparam` freezes each selected bias at its pretrained value b0 and attaches a BiasDelta
+module (`<layer>.beft_reparam`) whose output a forward hook adds to the layer's output. The delta
+modules' tensors are the only bias-side tensors that train. Plain submodules and a hook, no
+parametrization: DeepSpeed ZeRO-3 and FSDP2 shard and gather the delta parameters like any
+other, and 8-bit layers are not touched. `effective_biases` computes b0 + delta from full copies
+of the trained tensors, for the bias adapter: the core format, so `load_adapter` needs no reparam
+code.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from ..bias.selection import BiasSelection, numel
-from .modules import DoRA, LoRA, OnSlice, PiSSA, VeRA, VeRA1d
+from .modules import BiasDelta, DoRA, LoRA, PiSSA, VeRA, VeRA1d, add_delta_hook
 from .shape import factor
 
 KINDS = ("lora", "vera", "vera1d", "dora", "pissa")
+PREFIX = "beft_reparam"
 
 
 @dataclass
 class Reparam:
     kind: str
     selection: BiasSelection
-    modules: dict[str, nn.Module]                 # bias parameter name -> its parametrization
+    modules: dict[str, BiasDelta]                 # bias parameter name -> its delta module
     shapes: dict[str, tuple[int, int]]            # bias parameter name -> (r1, r2)
     params: dict[str, nn.Parameter] = field(default_factory=dict)   # trainable, by model name
 
@@ -41,19 +45,15 @@ class Reparam:
                 "total": total, "bias_per_mille": 1000.0 * bias / max(total, 1),
                 "reparam": {"kind": self.kind, "shapes": sorted({f"{a}x{b}" for a, b in self.shapes.values()})}}
 
-    def effective_biases(self, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """The biases as the model uses them (+ the head), keyed like a bias adapter. `state`
-        (trainable tensors by name, e.g. the best epoch's snapshot) is evaluated in place of the
-        current values, which are put back afterwards."""
-        params = {**self.params, **self.selection.head}
-        saved = {n: p.detach().clone() for n, p in params.items()}
-        with torch.no_grad():
-            if state is not None:
-                for n, p in params.items():
-                    p.copy_(state[n].to(p))
-            out = {n: t.detach().to("cpu", copy=True) for n, t in self.selection.trainable_parameters().items()}
-            for n, p in params.items():
-                p.copy_(saved[n])
+    def effective_biases(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The biases the model uses (b0 + delta) and the head, keyed like a bias adapter, from
+        `state`: full copies of the trainable tensors by name (Trainer: backend.full_state)."""
+        out = {}
+        for bias_name, mod in self.modules.items():
+            prefix = f"{bias_name.rsplit('.', 1)[0]}.{PREFIX}.inner."
+            p = {n[len(prefix):]: t.detach().float().cpu() for n, t in state.items() if n.startswith(prefix)}
+            out[bias_name] = mod.effective(p).detach().to("cpu", copy=True)
+        out.update({n: state[n].detach().to("cpu", copy=True) for n in self.selection.head})
         return out
 
 
@@ -63,8 +63,8 @@ def _shared(cache: dict, key, make):
     return cache[key]
 
 
-def build_module(kind: str, b0: torch.Tensor, cfg, gen: torch.Generator, cache: dict) -> tuple[nn.Module, tuple]:
-    """The parametrization for one bias vector b0 (n,): cfg is the config's `reparam` section."""
+def build_module(kind: str, b0: torch.Tensor, cfg, gen: torch.Generator, cache: dict):
+    """The delta module for one bias vector b0 (n,): cfg is the config's `reparam` section."""
     n = b0.numel()
     r1, r2 = factor(n, cfg.shape)
     rank = min(cfg.rank, r1, r2)
@@ -88,21 +88,33 @@ def build_module(kind: str, b0: torch.Tensor, cfg, gen: torch.Generator, cache: 
     raise ValueError(f"unknown reparametrisation {kind!r}; known: {', '.join(KINDS)}")
 
 
-def apply_reparam(model: nn.Module, selection: BiasSelection, kind: str, cfg) -> Reparam:
-    """Reparametrise every bias of `selection` (made by apply_bias; its biases hold b_0)."""
+def _read_local(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n: p.detach().to("cpu", dtype=torch.float32, copy=True) for n, p in params.items()}
+
+
+def apply_reparam(model: nn.Module, selection: BiasSelection, kind: str, cfg,
+                  read_full: Callable[[dict], dict] | None = None) -> Reparam:
+    """Reparametrise every bias of `selection` (made by apply_bias; its biases hold b_0).
+    read_full(params) returns full CPU copies: the backend's full_state under ZeRO-3, whose
+    local tensors are shards; by default the tensors themselves."""
     gen = torch.Generator().manual_seed(cfg.seed)
     index_of = {s.param_name: s.index for s in selection.sites
                 if s.index is not None and s.index.numel() < s.module.out_features}
+    biases = selection.bias_parameters()
+    b0_full = (read_full or _read_local)(biases)
     modules, shapes, cache = {}, {}, {}
-    for name, bias in list(selection.bias_parameters().items()):
+    for name, bias in biases.items():
         owner = model.get_submodule(name.rsplit(".", 1)[0])
         idx = index_of.get(name)
-        b0 = bias.detach() if idx is None else bias.detach()[idx.to(bias.device)]
+        full = b0_full[name].to(dtype=bias.dtype)                       # (out,) on CPU
+        b0 = full if idx is None else full[idx.cpu()]
         inner, shapes[name] = build_module(kind, b0, cfg, gen, cache)
-        parametrize.register_parametrization(owner, "bias", OnSlice(inner, None if idx is None else idx.to(bias.device)))
-        owner.parametrizations.bias.original.requires_grad_(False)
-        modules[name] = inner
+        delta = BiasDelta(inner, full, None if idx is None else idx.cpu()).to(bias.device)
+        owner.add_module(PREFIX, delta)
+        owner.register_forward_hook(add_delta_hook)
+        bias.requires_grad_(False)
+        modules[name] = delta
+    selection.initial = {n: t.clone() for n, t in b0_full.items()}
     rp = Reparam(kind, selection, modules, shapes)
-    head = set(map(id, selection.head.values()))
-    rp.params = {n: p for n, p in model.named_parameters() if p.requires_grad and id(p) not in head}
+    rp.params = {n: p for n, p in model.named_parameters() if f".{PREFIX}." in n}
     return rp

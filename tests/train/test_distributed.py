@@ -1,6 +1,9 @@
 """Real 2-rank CPU runs (gloo): DeepSpeed ZeRO-2/3 under the deepspeed launcher, FSDP2 under
 torchrun. Each must end with the biases of a 1-process run with the same global batch."""
 import json
+from pathlib import Path
+
+import torch
 
 import pytest
 
@@ -62,6 +65,26 @@ def test_sigterm_on_one_rank_stops_all_at_the_same_step(launcher, tiny_dirs, nee
     p = launch(args(tmp_path / "b"), launcher=launcher)
     assert p.returncode == 0 and "resumed from step 11" in p.stdout, (p.stdout + p.stderr)[-3000:]
     assert result(tmp_path / "b")["steps"] == 16
+
+
+@pytest.mark.parametrize("launcher,method", [("deepspeed:zero3", "dora"), ("deepspeed:zero3", "pissa"),
+                                             ("fsdp", "lora")])
+def test_reparam_two_ranks_equal_one_rank(launcher, method, tiny_dirs, need_data, tmp_path):
+    """Bias deltas through DoRA / PiSSA (which need the gathered b0: ZeRO-3 holds shards) and LoRA:
+    the 2-rank adapter (b0 + delta) matches the 1-process one, and differs from b0 (it trained)."""
+    args = lambda o: base_args(tiny_dirs["bert"], o, method=method, lr="5e-2")
+    assert launch(args(tmp_path / "ref")).returncode == 0
+    p = launch(args(tmp_path / "two"), launcher=launcher)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    r, ref = result(tmp_path / "two"), result(tmp_path / "ref")
+    assert r["world_size"] == 2 and r["trainable"] == ref["trainable"] and r["trainable"]["reparam"]["kind"] == method
+    a, b = adapter(tmp_path / "two"), adapter(tmp_path / "ref")
+    assert max_diff(a, b) <= 1e-5
+    from safetensors.torch import load_file
+    base = {k: t for f in Path(tiny_dirs["bert"]).glob("*.safetensors") for k, t in load_file(f).items()}
+    name = next(n for n in a if n.endswith("value.bias"))
+    b0 = next(t for k, t in base.items() if k.endswith(name.split("encoder.", 1)[-1]))
+    assert not torch.allclose(a[name], b0)
 
 
 def test_decoder_gqa_zero3_adds_biases(tiny_dirs, need_data, tmp_path):

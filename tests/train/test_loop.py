@@ -72,6 +72,22 @@ def test_8bit_decoder_lowers_loss(tiny_dirs, need_data, tmp_path):
     assert r["trainable"]["bias"] == 2 * 32      # GQA: 2 kv heads x 16, added
 
 
+@pytest.mark.skipif(not __import__("beft.backends.quant", fromlist=["x"]).available(), reason="no bitsandbytes")
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_8bit_reparam_trains_bias_delta(method, tiny_dirs, need_data, tmp_path):
+    """Bias LoRA / DoRA on an 8-bit base: the delta trains (loss falls), the int8 weights are untouched,
+    and the adapter holds b0 + delta for the added (zero) v biases."""
+    out = tmp_path / method
+    p = launch(["--load_in_8bit"] + base_args(tiny_dirs["llama"], out, method=method, epochs=3, lr="5e-2",
+                                               log_every=1, **{"data.n_train": 32}))
+    assert p.returncode == 0, p.stderr[-3000:]
+    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines() if "loss" in x]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    a = adapter(out)
+    assert {t.shape[0] for t in a.values()} == {32} and all(t.abs().sum() > 0 for t in a.values())
+    assert result(out)["trainable"]["reparam"]["kind"] == method
+
+
 def test_sigterm_checkpoints_at_that_step_and_resumes_bitwise(tiny_dirs, need_data, tmp_path):
     """SLURM's SIGTERM (scancel / requeue / preemption): stop after the current step with a checkpoint
     at that step (not the older periodic one), exit 143, resume to the uninterrupted result."""
