@@ -109,6 +109,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False          # replace a finished result in output_dir
     log_every: int = 10
+    eval_every: int = 1              # evaluate every N epochs (0: only after the last); the last always
     threads: int = 0                 # torch CPU threads per rank (0: torch's default)
     activation_checkpointing: bool = False   # first-order path: recompute activations in backward
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -138,6 +139,8 @@ class TrainConfig:
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{key}={value} must be > 0")
+        if self.eval_every < 0:
+            raise ConfigError(f"eval_every={self.eval_every} must be >= 0 (0: evaluate after the last epoch only)")
         for key in ("icl.k", "reparam.vera_rank", "rank.fisher_examples", "epochs", "max_steps", "seed", "optim.warmup_steps", "checkpoint.every_steps", "log_every"):
             if _get(self, key) < 0:
                 raise ConfigError(f"{key}={_get(self, key)} must be >= 0")

@@ -280,7 +280,9 @@ class Trainer:
                     st["train_seconds"] = time.perf_counter() - t_start
                     self.save_checkpoint()
             if st["batch_in_epoch"] >= self.steps_per_epoch or st["step"] >= self.total_steps:
-                self.evaluate_epoch(epoch)
+                last = st["step"] >= self.total_steps
+                if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                    self.evaluate_epoch(epoch)
                 if st["batch_in_epoch"] >= self.steps_per_epoch:
                     st["epoch"], st["batch_in_epoch"] = epoch + 1, 0
                 st["train_seconds"] = time.perf_counter() - t_start

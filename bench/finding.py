@@ -3,10 +3,11 @@
 
     python bench/finding.py [--workers 2] [--seeds 3] [--out bench_runs/finding] [--only encoder|decoder]
 
-Runs every cell through the normal launcher (launch/train.py, one thread per process, W parallel
-workers), skips runs that already have a result.json (never overwrites), then prints mean +- std
-over seeds, trainable parameter counts, and paired t-test p-values (v vs q, v vs k; scipy
-ttest_rel over seeds). Settings are chosen to fit about 60 minutes on 2 CPU cores; see SETTINGS.
+Runs every cell through the one training loop (beft.train.Trainer, one thread per run) in W
+long-lived worker processes (imports paid once per worker), skips runs that already have a
+result.json (never overwrites), then prints mean +- std over seeds, trainable parameter counts, and
+paired t-test p-values (v vs q, v vs k; scipy ttest_rel over seeds). Each run's output is in
+OUT/<run>.log. Settings are chosen to fit 60 minutes on 2 CPU cores (2 workers); see SETTINGS.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +32,8 @@ ENCODER = {
     "tasks": {"sst2": {"epochs": 3, "data.max_length": 64, "data.n_eval": 872},
               "rte": {"epochs": 3, "data.max_length": 128},
               "cb": {"epochs": 5, "data.max_length": 128}},
-    "common": {"regime": "low", "batch_size": 16},
-    "lr": {"bias": 3e-2, "bitfit": 1e-2, "full": 5e-5},
+    "common": {"regime": "low", "batch_size": 16, "eval_every": 0},   # evaluate once, after the last epoch
+    "lr": {"bias": 3e-2, "bitfit": 3e-3, "full": 5e-5},
 }
 # Decoder: SmolLM2-135M (bias-free: the q/k/v biases are added), MeZO-style prompts, CE over
 # the candidates' mean log-likelihoods.
@@ -68,17 +70,59 @@ def run_id(kv: dict) -> str:
     return hashlib.sha1(json.dumps(kv, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def execute(run: dict, root: Path) -> dict:
-    out = root / f"{run['arch']}-{run['task']}-{run['method'].replace(':', '_')}-s{run['seed']}-{run_id(run['kv'])}"
+def out_dir(run: dict, root: Path) -> Path:
+    return root / f"{run['arch']}-{run['task']}-{run['method'].replace(':', '_')}-s{run['seed']}-{run_id(run['kv'])}"
+
+
+class Worker:
+    """One long-lived process (`finding.py --serve`) that trains the runs sent to it one by one:
+    Python, torch and transformers are imported once, not once per run."""
+
+    def __init__(self):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1, env=env, cwd=str(ROOT))
+
+    def train(self, args: list[str], log: Path) -> str:
+        self.proc.stdin.write(json.dumps({"args": args, "log": str(log)}) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        return json.loads(reply)["status"] if reply else f"worker exited ({self.proc.wait()})"
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def serve() -> int:
+    """--serve: read {"args", "log"} lines on stdin, train each in this process with its output in
+    its log file, answer one status line each."""
+    import contextlib
+    from beft.config import load_config
+    from beft.train import Trainer
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    for line in sys.stdin:
+        job = json.loads(line)
+        with open(job["log"], "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            try:
+                Trainer(load_config(None, job["args"])).run()
+                status = "ok"
+            except Exception as e:   # noqa: BLE001  (reported, the next run goes on)
+                import traceback
+                traceback.print_exc()
+                status = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        reply.write(json.dumps({"status": status}) + "\n")
+    return 0
+
+
+def execute(run: dict, root: Path, worker: Worker) -> dict:
+    out = out_dir(run, root)
     if not (out / "result.json").is_file():
         args = [f"{k}={v}" for k, v in run["kv"].items()] + [f"output_dir={out}", "resume=true"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         t = time.perf_counter()
-        p = subprocess.run([sys.executable, str(ROOT / "launch" / "train.py"), *args], capture_output=True,
-                           text=True, env=env)
-        if p.returncode != 0:
-            print(f"FAILED {out.name}: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}",
-                  flush=True)
+        status = worker.train(args, root / f"{out.name}.log")
+        if status != "ok":
+            print(f"FAILED {out.name}: {status} (log: {root / (out.name + '.log')})", flush=True)
             return {**run, "result": None}
         print(f"done {out.name} in {time.perf_counter() - t:.0f}s", flush=True)
     return {**run, "result": json.loads((out / "result.json").read_text())}
@@ -131,14 +175,40 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench_runs" / "finding"))
     ap.add_argument("--only", choices=["encoder", "decoder"])
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.serve:
+        return serve()
+    os.environ.setdefault("BEFT_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
     todo = runs(list(range(1, a.seeds + 1)), a.only)
     print(f"{len(todo)} runs, {a.workers} workers, outputs in {root}", flush=True)
     t = time.perf_counter()
-    with ThreadPoolExecutor(a.workers) as pool:
-        done = list(pool.map(lambda r: execute(r, root), todo))
+    pending = queue.Queue()   # the longest runs (full fine-tuning) first: workers finish together
+    for i, r in sorted(enumerate(todo), key=lambda x: x[1]["method"] != "full"):
+        pending.put((i, r))
+    done: list = [None] * len(todo)
+
+    def work() -> None:
+        worker = None
+        try:
+            while True:
+                try:
+                    i, r = pending.get_nowait()
+                except queue.Empty:
+                    return
+                if worker is None and not (out_dir(r, root) / "result.json").is_file():
+                    worker = Worker()
+                done[i] = execute(r, root, worker)
+        finally:
+            if worker is not None:
+                worker.close()
+    threads = [threading.Thread(target=work) for _ in range(a.workers)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
     minutes = (time.perf_counter() - t) / 60
     text = table(done)
     print(text)

@@ -102,3 +102,18 @@ def test_sigterm_checkpoints_at_that_step_and_resumes_bitwise(tiny_dirs, need_da
     assert max_diff(adapter(tmp_path / "a"), adapter(tmp_path / "b")) == 0.0
     steps = [json.loads(x)["step"] for x in (tmp_path / "b/metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)
+
+
+def test_eval_every(tiny_dirs, need_data, tmp_path):
+    """eval_every=0: one evaluation, after the last epoch; the result reports it as final and best."""
+    def evals(out):
+        recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        return [r["epoch"] for r in recs if "eval" in r]
+    for every, want in (("0", [2]), ("2", [1, 2])):
+        out = tmp_path / f"e{every}"
+        p = launch(base_args(tiny_dirs["bert"], out, epochs=3, eval_every=every, **{"data.n_train": 16}))
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert evals(out) == want
+        assert result(out)["best_epoch"] in want and result(out)["final"] is not None
+    p = launch(base_args(tiny_dirs["bert"], tmp_path / "bad", eval_every="-1"))
+    assert p.returncode == 2 and "eval_every=-1" in p.stderr
