@@ -83,6 +83,8 @@ class ZOConfig:
     n: int = 1                       # perturbations per step (2 forward passes each)
     update: str = "sgd"              # sgd | adam (moments over the few trained values)
     head: str = "first_order"        # a new task head: first_order (backprop through the head only) | freeze
+    probe: bool = False              # fit the new head on frozen features first (linear probing), then ZO
+    probe_steps: int = 200           # full-batch AdamW steps of that fit (lr = optim's lr)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from .outputs import RunDir, atomic_write_json, atomic_write_text
 from .tasks import get_task
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ValueError):   # a one-line error for the user (beft.cli), exit 2
     pass
 
 
@@ -168,31 +168,62 @@ class Trainer:
         if self.zo_head and self.backend.name != "local":
             raise TrainingError("optim.kind=zo with zo.head=first_order runs on one process; under --fsdp "
                                 "use a decoder task (no new head) or zo.head=freeze")
+        if cfg.zo.probe:
+            if self.selection is None or not self.selection.head:
+                raise TrainingError("zo.probe=true fits a new task head, and this run has none (decoder tasks "
+                                    "score with the LM head); drop zo.probe")
+            if self.backend.name != "local":
+                raise TrainingError("zo.probe=true runs on one process")
         return ZOOptimizer([self.params[n] for n in biases], lr=cfg.lr, eps=cfg.zo.eps, n=cfg.zo.n, seed=cfg.seed,
                            update=cfg.zo.update, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
                            full_access=self.backend.full_access)
 
     def zo_step(self, model, batch: dict) -> tuple[float, float]:
         """One ZO step on the biases (two no-grad forwards per perturbation, eval mode so that
-        both see the same network), then the optional first-order step of the head."""
+        both see the same network), then the optional first-order step of the head. The head's
+        step reuses the first ZO forward: its input (features at the +eps point, eps-close to the
+        current ones) is recorded there, so the head costs no third pass through the model."""
         cfg, st = self.cfg, self.state
+        feats: list[torch.Tensor] = []
+        hook = None
+        if self.zo_head:
+            from .probe import head_module
+            head = head_module(self.backend.model, list(self.selection.head))
+            hook = head.register_forward_hook(lambda m, args, out: feats.append(args[0].detach()) if not feats else None)
 
         def loss_fn() -> float:
             with self.backend.autocast():
                 return dist.mean(float(self.task.loss(model, batch)))
         model.eval()
-        out = self.zo.step(loss_fn, st["step"], cfg.lr * self.lr_fn(st["step"]))
+        try:
+            out = self.zo.step(loss_fn, st["step"], cfg.lr * self.lr_fn(st["step"]))
+        finally:
+            if hook is not None:
+                hook.remove()
         model.train()
-        if self.zo_head:
-            for n in self.zo_biases:
-                self.params[n].requires_grad_(False)      # backward stops at the head
+        if self.zo_head and feats:
             with self.backend.autocast():
-                loss = self.task.loss(model, batch)
+                loss = self.task.loss_from_logits(head(feats[0]), batch["labels"])
             self.backend.backward(loss)
             self.backend.step([self.params[n] for n in self.zo_head])   # biases have no grad: untouched
-            for n in self.zo_biases:
-                self.params[n].requires_grad_(True)
         return out["loss"], abs(out["projected_grad"])
+
+    def probe_head(self) -> None:
+        """zo.probe: fit the new head on frozen features before the first ZO step (beft/probe.py)."""
+        from .probe import probe
+        cfg = self.cfg
+        idx = list(range(len(self.splits.train)))
+        bs = cfg.data.eval_batch_size
+        batches = (self.to_device(self.task.collate(self.tokenizer, [self.splits.train[i] for i in idx[j:j + bs]],
+                                                    cfg.data.max_length)) for j in range(0, len(idx), bs))
+        with self.backend.autocast():
+            report = probe(self.backend.model, list(self.selection.head), batches, self.task.logits,
+                           self.task.loss_from_logits, cfg.zo.probe_steps, cfg.lr)
+        self.state["probe"] = report
+        if self.rank0:
+            self.run_dir.log({"step": 0, "probe": report})
+            print(f"probe: head fitted on {report['examples']} examples' features in {report['seconds']:.1f}s "
+                  f"(loss {report['loss_before']:.4f} -> {report['loss_after']:.4f})", flush=True)
 
     # ------------------------------------------------------------------------------ train
     def order(self, epoch: int) -> list[int]:
@@ -221,6 +252,8 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=self.total_steps, initial=st["step"], desc="train", dynamic_ncols=True,
                        mininterval=1.0)
+        if self.zo is not None and cfg.zo.probe and st["step"] == 0:
+            self.probe_head()
         t_log, n_log, tok_log = time.perf_counter(), 0, 0
         t_start = time.perf_counter() - st["train_seconds"]
         while st["step"] < self.total_steps:
@@ -358,7 +391,8 @@ class Trainer:
                       "world_size": dist.world_size(), "backend": self.backend.name, "sharding_rank0": shards, "model": cfg.model,
                       "task": cfg.task, "arch": self.arch, "method": cfg.method, "bias": cfg.bias, "seed": cfg.seed,
                       "n_train": len(self.splits.train), "n_eval": len(self.splits.eval),
-                      "notes": self.splits.notes, "beft_version": __version__}
+                      "notes": self.splits.notes, "beft_version": __version__,
+                      **({"probe": st["probe"]} if st.get("probe") else {})}
             atomic_write_json(self.run_dir.result, result)   # last: its presence means finished
             c = self.counts
             f = result["final"] or {}

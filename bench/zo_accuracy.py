@@ -2,16 +2,17 @@
 """ZO b_v against first-order b_v at equal training time: SST-2, low regime (1,000 training
 examples), scored on the 872-example dev set, all-MiniLM-L6-v2, seeds 1-3.
 
-    python bench/zo_accuracy.py [--seeds 1 2 3] [--jobs 2] [--zo-lr 3e-3] [--tune 1e-3 1e-2]
+    python bench/zo_accuracy.py [--seeds 1 2 3] [--jobs 2] [--zo-lr 3e-3] [--tune 1e-3 1e-2] [--probe]
                                 [--out bench_runs/zo_accuracy]
 
 Every run goes through the normal launcher (launch/train.py, one torch thread per process,
 `--jobs` processes at once, batch 16, data.max_length=64, log_every=1):
 1. first-order b_v (AdamW, lr 3e-2 as in bench/finding.py, 2 epochs = 124 steps) for every seed,
    and ZO b_v on seed 1 for the same number of steps (equal steps; it also gives the ZO step time);
-2. training time of a run = the sum of its logged per-step times; a step that absorbed an
-   evaluation (the first of each later epoch) counts as the run's median step. Equal time: ZO
-   gets N = round(mean first-order training time / median ZO step time) steps;
+2. training time of a run = the sum of its logged per-step times (+ the head probe's time with
+   --probe); a step that absorbed an evaluation (the first of each later epoch) counts as the run's
+   median step. Equal time: ZO gets N = round((mean first-order training time - probe time) /
+   median ZO step time) steps;
 3. `--tune LR ...`: ZO on seed 1 with N steps for each lr; the best final dev accuracy picks the
    lr for all seeds (this tunes on the reported dev set, and the table says so);
 4. ZO b_v for every seed with N steps (optim.kind=zo, zo.n=1, zo.eps=1e-3, zo.update=adam; the
@@ -60,7 +61,8 @@ def execute(root: Path, name: str, kv: dict) -> dict:
     steps = step_times(out / "metrics.jsonl", kv["batch_size"], res["n_train"] // kv["batch_size"])
     return {"name": name, "kv": kv, "dir": str(out), "acc": res["final"]["accuracy"],
             "best": res["best"]["accuracy"], "steps": res["steps"], "wall_s": res["wall_time_s"],
-            "step_s": statistics.median(steps), "train_s": sum(steps)}
+            "step_s": statistics.median(steps), "probe_s": (res.get("probe") or {}).get("seconds", 0.0),
+            "train_s": sum(steps) + (res.get("probe") or {}).get("seconds", 0.0)}
 
 
 def step_times(metrics: Path, batch: int, per_epoch: int) -> list[float]:
@@ -91,11 +93,16 @@ def main(argv=None) -> int:
     ap.add_argument("--zo-lr", type=float, default=3e-3, help="ZO lr (and the head's) without --tune")
     ap.add_argument("--tune", type=float, nargs="*", default=None, help="ZO lrs to try on the first seed")
     ap.add_argument("--fo-epochs", type=int, default=FIRST_ORDER["epochs"])
+    ap.add_argument("--probe", action="store_true", help="ZO runs fit the head first (zo.probe=true); the "
+                    "probe's time counts into ZO's training time")
     ap.add_argument("--out", default=str(ROOT / "bench_runs" / "zo_accuracy"))
     args = ap.parse_args(argv)
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    global ZO
+    if args.probe:
+        ZO = {**ZO, "zo.probe": "true"}
     s1 = args.seeds[0]
     fo_kv = {**FIRST_ORDER, "epochs": args.fo_epochs}
     n_fo = args.fo_epochs * (1000 // COMMON["batch_size"])
@@ -106,7 +113,7 @@ def main(argv=None) -> int:
                          + [(f"zo-eqsteps-s{s1}", {**ZO, "lr": args.zo_lr, "max_steps": n_fo, "seed": s1})])
     fo, zo_eq = phase1[:-1], phase1[-1]
     fo_train = statistics.mean(r["train_s"] for r in fo)
-    n_zo = max(1, round(fo_train / zo_eq["step_s"]))
+    n_zo = max(1, round((fo_train - zo_eq["probe_s"]) / zo_eq["step_s"]))
     print(f"first-order training time {fo_train:.1f}s (mean), step {statistics.mean(r['step_s'] for r in fo):.3f}s;"
           f" ZO step {zo_eq['step_s']:.3f}s -> ZO gets {n_zo} steps", flush=True)
 

@@ -58,10 +58,12 @@ class EncoderTask:
         return model(**inputs).logits  # (B, num_labels)
 
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.logits(model, batch)
+        return self.loss_from_logits(self.logits(model, batch), batch["labels"])
+
+    def loss_from_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.num_labels == 1:
-            return F.mse_loss(logits[:, 0].float(), batch["labels"].float())
-        return F.cross_entropy(logits.float(), batch["labels"])
+            return F.mse_loss(logits[:, 0].float(), labels.float())
+        return F.cross_entropy(logits.float(), labels)
 
     @torch.no_grad()
     def predict(self, model, batch: dict[str, torch.Tensor], **kw) -> list:

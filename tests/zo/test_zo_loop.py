@@ -61,3 +61,35 @@ def test_zo_config_errors():
         load_config(None, ["optim.kind=zo", "method=full"])
     with pytest.raises(ConfigError, match="zo.update='x' is not one of"):
         load_config(None, ["optim.kind=zo", "zo.update=x"])
+
+
+def test_zo_probe_fits_head_before_zo(tiny_dirs, need_data, tmp_path):
+    """zo.probe=true: the head is fitted on cached features (loss falls) before step 1, logged at step 0
+    and reported in result.json; the biases then train by ZO."""
+    p = launch(base_args(tiny_dirs["bert"], tmp_path / "p", **ZO, **{"zo.probe": "true", "zo.probe_steps": 50}))
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert "probe" in recs[0] and recs[0]["step"] == 0 and all("probe" not in r for r in recs[1:])
+    res = json.loads((tmp_path / "p" / "result.json").read_text())
+    pr = res["probe"]
+    assert pr["examples"] == 64 and pr["steps"] == 50 and pr["loss_after"] < pr["loss_before"]
+    assert adapter(tmp_path / "p")["bert.encoder.layer.0.attention.self.value.bias"].abs().max() > 0
+    bad = launch(base_args(tiny_dirs["llama"], tmp_path / "d", **ZO, **{"zo.probe": "true"}))
+    assert bad.returncode == 2 and "zo.probe=true" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_fit_head_on_cached_features():
+    import torch
+    from beft.probe import fit_head, head_module
+    torch.manual_seed(0)
+    x = torch.randn(200, 8)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()                 # linearly separable
+    head = torch.nn.Linear(8, 2)
+    r = fit_head(head, x, y, torch.nn.functional.cross_entropy, steps=200, lr=5e-2)
+    assert r["loss_after"] < 0.3 < r["loss_before"]
+    assert (head(x).argmax(-1) == y).float().mean() > 0.95
+    model = torch.nn.Module()
+    model.classifier = head
+    assert head_module(model, ["classifier"]) is head
+    with pytest.raises(ValueError, match="one head module"):
+        head_module(model, ["classifier", "score"])
