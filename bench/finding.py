@@ -15,14 +15,14 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
-import queue
-import threading
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runner import Worker, pool, train_once  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,58 +74,16 @@ def out_dir(run: dict, root: Path) -> Path:
     return root / f"{run['arch']}-{run['task']}-{run['method'].replace(':', '_')}-s{run['seed']}-{run_id(run['kv'])}"
 
 
-class Worker:
-    """One long-lived process (`finding.py --serve`) that trains the runs sent to it one by one:
-    Python, torch and transformers are imported once, not once per run."""
-
-    def __init__(self):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, bufsize=1, env=env, cwd=str(ROOT))
-
-    def train(self, args: list[str], log: Path) -> str:
-        self.proc.stdin.write(json.dumps({"args": args, "log": str(log)}) + "\n")
-        self.proc.stdin.flush()
-        reply = self.proc.stdout.readline()
-        return json.loads(reply)["status"] if reply else f"worker exited ({self.proc.wait()})"
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
-def serve() -> int:
-    """--serve: read {"args", "log"} lines on stdin, train each in this process with its output in
-    its log file, answer one status line each."""
-    import contextlib
-    from beft.config import load_config
-    from beft.train import Trainer
-    reply = os.fdopen(os.dup(1), "w", buffering=1)
-    for line in sys.stdin:
-        job = json.loads(line)
-        with open(job["log"], "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-            try:
-                Trainer(load_config(None, job["args"])).run()
-                status = "ok"
-            except Exception as e:   # noqa: BLE001  (reported, the next run goes on)
-                import traceback
-                traceback.print_exc()
-                status = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-        reply.write(json.dumps({"status": status}) + "\n")
-    return 0
-
-
-def execute(run: dict, root: Path, worker: Worker) -> dict:
+def execute(run: dict, root: Path, worker: Worker | None) -> dict:
     out = out_dir(run, root)
-    if not (out / "result.json").is_file():
-        args = [f"{k}={v}" for k, v in run["kv"].items()] + [f"output_dir={out}", "resume=true"]
-        t = time.perf_counter()
-        status = worker.train(args, root / f"{out.name}.log")
-        if status != "ok":
-            print(f"FAILED {out.name}: {status} (log: {root / (out.name + '.log')})", flush=True)
-            return {**run, "result": None}
+    t = time.perf_counter()
+    fresh = not (out / "result.json").is_file()
+    result, status = train_once(worker, [f"{k}={v}" for k, v in run["kv"].items()], out, root / f"{out.name}.log")
+    if result is None:
+        print(f"FAILED {out.name}: {status} (log: {root / (out.name + '.log')})", flush=True)
+    elif fresh:
         print(f"done {out.name} in {time.perf_counter() - t:.0f}s", flush=True)
-    return {**run, "result": json.loads((out / "result.json").read_text())}
+    return {**run, "result": result}
 
 
 def table(done: list[dict]) -> str:
@@ -175,40 +133,20 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench_runs" / "finding"))
     ap.add_argument("--only", choices=["encoder", "decoder"])
-    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.serve:
-        return serve()
     os.environ.setdefault("BEFT_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
     todo = runs(list(range(1, a.seeds + 1)), a.only)
     print(f"{len(todo)} runs, {a.workers} workers, outputs in {root}", flush=True)
     t = time.perf_counter()
-    pending = queue.Queue()   # the longest runs (full fine-tuning) first: workers finish together
-    for i, r in sorted(enumerate(todo), key=lambda x: x[1]["method"] != "full"):
-        pending.put((i, r))
+    # the longest runs (full fine-tuning) first, so that the workers finish together
+    order = sorted(range(len(todo)), key=lambda i: todo[i]["method"] != "full")
+    ran = pool([todo[i] for i in order], a.workers, lambda r, w: execute(r, root, w),
+               lambda r: not (out_dir(r, root) / "result.json").is_file())
     done: list = [None] * len(todo)
-
-    def work() -> None:
-        worker = None
-        try:
-            while True:
-                try:
-                    i, r = pending.get_nowait()
-                except queue.Empty:
-                    return
-                if worker is None and not (out_dir(r, root) / "result.json").is_file():
-                    worker = Worker()
-                done[i] = execute(r, root, worker)
-        finally:
-            if worker is not None:
-                worker.close()
-    threads = [threading.Thread(target=work) for _ in range(a.workers)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    for i, d in zip(order, ran):
+        done[i] = d
     minutes = (time.perf_counter() - t) / 60
     text = table(done)
     print(text)
