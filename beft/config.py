@@ -156,9 +156,6 @@ class TrainConfig:
         if self.optim.kind == "zo":
             if self.method not in ("bias", "bitfit"):
                 raise ConfigError(f"optim.kind=zo trains bias targets (method=bias or bitfit), not method={self.method}")
-            if self.backend == "deepspeed":
-                raise ConfigError("optim.kind=zo runs on one process or under --fsdp; DeepSpeed keeps its own fp32 "
-                                  "copies of the trained values, which ZO updates would bypass")
             if self.optim.grad_accum != 1 or not self.zo.eps > 0 or self.zo.n < 1:
                 raise ConfigError("optim.kind=zo needs optim.grad_accum=1, zo.eps > 0 and zo.n >= 1")
         if self.quant != "none" and self.backend == "deepspeed":

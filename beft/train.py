@@ -200,6 +200,7 @@ class Trainer:
         finally:
             if hook is not None:
                 hook.remove()
+            self.backend.release()
         model.train()
         if self.zo_head and feats:
             with self.backend.autocast():
@@ -336,6 +337,7 @@ class Trainer:
                 kw = {"synced_gpus": True} if dist.world_size() > 1 and getattr(self.task, "generates", False) else {}
                 preds.extend(self.task.predict(model, batch, **kw))
         model.train()
+        self.backend.release()
         return {k: float(v) for k, v in self.task.metrics(preds, self.splits.eval).items()}
 
     def evaluate_epoch(self, epoch: int) -> None:

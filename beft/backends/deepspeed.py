@@ -40,6 +40,13 @@ class DeepSpeedBackend(LocalBackend):
 
     def prepare(self, model, params: dict[str, torch.Tensor], build_optim) -> dict:
         import deepspeed
+        self.forward_only = self.cfg.optim.kind == "zo"
+        if self.forward_only:
+            # ZO: no DeepSpeed optimizer (it would keep fp32 copies that in-place ZO updates bypass);
+            # ZeRO-3 still partitions every weight and gathers it for the forward (ZeRO-Inference).
+            engine, *_ = deepspeed.initialize(model=model, config=self.ds_config)
+            self.model, self.engine, self.optimizer, self.scheduler = engine, engine, None, None
+            return params
         optimizer, scheduler = build_optim(list(params.values()))
         engine, opt, _, sched = deepspeed.initialize(model=model, model_parameters=list(params.values()),
                                                      optimizer=optimizer, lr_scheduler=scheduler,
@@ -70,17 +77,48 @@ class DeepSpeedBackend(LocalBackend):
         with self.gathered(list(params.values())):
             return {n: p.detach().to("cpu", dtype=torch.float32, copy=True) for n, p in params.items()}
 
+    @contextlib.contextmanager
+    def full_access(self, params: list[torch.Tensor]):
+        """(full copies, sync) for ZO: sync() writes the edited copies into the (partitioned)
+        parameters; every rank holds the same values, rank 0's are the ones re-partitioned."""
+        if self.stage != 3:
+            yield params, lambda: None
+            return
+        import deepspeed
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            full = [p.detach().clone() for p in params]
+
+        def sync() -> None:
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=0), torch.no_grad():
+                for p, f in zip(params, full):
+                    p.data.copy_(f)
+        yield full, sync
+
     def fill_initial(self, selection) -> None:
         """b_0 of each trained bias, gathered (under ZeRO-3 the local tensors are empty)."""
         if self.stage == 3:
             selection.initial = self.full_state(selection.bias_parameters())
 
     def save_checkpoint(self, directory: Path, params, extra: dict) -> None:
+        if self.forward_only:   # ZO: the trained values (gathered) and the loop state, no optimizer
+            full = self.full_state(params)
+            if dist.rank() == 0:
+                torch.save({"params": full, "extra": extra}, directory / "state.pt")
+            torch.save(rng_state(), rank_file(directory, "rng"))
+            return
         self.engine.save_checkpoint(str(directory), tag="state", client_state={"extra": extra},
                                     exclude_frozen_parameters=True)
         torch.save(rng_state(), rank_file(directory, "rng"))
 
     def load_checkpoint(self, directory: Path, params) -> dict:
+        if self.forward_only:
+            state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+            with self.full_access(list(params.values())) as (full, sync):
+                for f, n in zip(full, params):
+                    f.copy_(state["params"][n].to(f.dtype))
+                sync()
+            set_rng_state(torch.load(rank_file(directory, "rng"), weights_only=True))
+            return state["extra"]
         _, client = self.engine.load_checkpoint(str(directory), tag="state", load_module_strict=False,
                                                 load_optimizer_states=True, load_lr_scheduler_states=True)
         if client is None:

@@ -53,6 +53,11 @@ class FSDPBackend(LocalBackend):
     def autocast(self):
         return torch.autocast(self.device.type, enabled=False)   # the MixedPrecisionPolicy casts
 
+    def release(self) -> None:
+        """The root's parameters (embeddings, LM head) stay unsharded after its forward: FSDP2
+        expects a backward to follow. Forward-only work (evaluation, ZO) reshards them here."""
+        self.model.reshard()
+
     @contextlib.contextmanager
     def full_access(self, params):
         """Gather each DTensor; sync() writes this rank's shard of the edited full copy back."""

@@ -75,6 +75,9 @@ class LocalBackend:
                 local += int(p.numel())
         return {"frozen_local_numel": local, "frozen_full_numel": full, **getattr(self, "load_report", {})}
 
+    def release(self) -> None:
+        """After forward-only passes (evaluation, ZO): free what the backend keeps gathered."""
+
     @contextlib.contextmanager
     def full_access(self, params: list[torch.Tensor]):
         """(full tensors, sync): edit the full tensors in place, then sync() so the model sees them."""
