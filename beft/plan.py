@@ -274,9 +274,9 @@ def activation_bytes(a: Arch, m: Method, batch: int, seq: int, act_bytes: int, k
     h = a.hidden
     top_saved, top = _top(a, tokens, act_bytes)
     if mode == "zo":
-        # eval-mode forwards (no dropout); nothing is saved for backward, but transformers builds a
-        # KV cache in every decoder forward unless use_cache=False (the config's default is True and
-        # beft's loop does not turn it off); + the final norm's input
+        # eval-mode forwards (no dropout); nothing is saved for backward; transformers builds a KV
+        # cache in every decoder forward unless use_cache=False (beft's scoring passes it, so
+        # kv_cache defaults to False); + the final norm's input
         cache = a.layers * 2 * a.kvd if kv_cache else 0
         kept = 0.0 if a.encoder else (cache + h) * tokens * act_bytes
         ws = _forward_ws(a, seq, kernel, False)
@@ -335,7 +335,7 @@ class Setup:
     zo_update: str = "sgd"      # zo: sgd | adam (moments over the trained biases)
     zo_head: str = "first_order"  # zo with a new encoder head: first_order (backprop into the head) | freeze
     ckpt: bool = False          # activation checkpointing (first-order only)
-    kv_cache: bool = True       # zo: decoder forwards build transformers' KV cache (beft's loop does)
+    kv_cache: bool = False      # zo: decoder forwards build transformers' KV cache (beft's scoring passes use_cache=False)
 
 
 def _zo_check(a: Arch, m: Method, s: Setup) -> None:
@@ -345,12 +345,11 @@ def _zo_check(a: Arch, m: Method, s: Setup) -> None:
         return
     if m.kind not in ("bias", "bitfit"):
         raise ValueError("optim=zo trains bias targets: method=bias or bitfit")
-    if s.zero:
-        raise ValueError("optim=zo runs on one process or under FSDP, not DeepSpeed ZeRO")
     if s.zo_update not in ("sgd", "adam") or s.zo_head not in ("first_order", "freeze"):
         raise ValueError("zo_update: sgd | adam; zo_head: first_order | freeze")
-    if s.fsdp and s.gpus > 1 and a.encoder and s.zo_head == "first_order":
-        raise ValueError("optim=zo with a first-order head runs on one process; use zo_head=freeze under FSDP")
+    if (s.fsdp or s.zero) and s.gpus > 1 and a.encoder and s.zo_head == "first_order":
+        raise ValueError("optim=zo with a first-order head runs on one process; use zo_head=freeze under "
+                         "FSDP / DeepSpeed")
 
 
 def plan(a: Arch, m: Method, s: Setup) -> dict:

@@ -9,10 +9,10 @@ method  full | bias (with bias=q|k|v|o|qv...|all) | bitfit | lora (with r=8 targ
 dtype   fp32 | bf16 | fp16 | 8bit | 4bit        zero  0 | 1 | 2 | 3      fsdp  true|false
 offload none | optimizer | param | all        gpus, batch (per GPU), seq
 kernel  flash (GPU sdpa, default) | math (eager attention)
-optim   adamw (backpropagation, default) | zo (forward passes only; method=bias or bitfit, zero=0
-        or fsdp) with zo_update=sgd|adam and zo_head=first_order|freeze (a new encoder head)
-        kv_cache=true|false (decoders: the KV cache transformers builds in each forward; beft's
-        loop keeps it, default true)
+optim   adamw (backpropagation, default) | zo (forward passes only; method=bias or bitfit; one
+        process, fsdp or zero=3) with zo_update=sgd|adam and zo_head=first_order|freeze (a new
+        encoder head) kv_cache=true|false (decoders: a KV cache built in each forward; beft's
+        scoring turns it off, default false)
 activation_checkpointing  true|false (alias ckpt): layers keep only their inputs
 gpu     t4 | a40 | a100-40 | a100-80 | h100-80 | h200 (or all)   json  true: print JSON
 """
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         raise UsageError(f"expected an integer: {e}") from None
     ckpt = o.get("activation_checkpointing", o.get("ckpt", "false"))
-    kv = o.get("kv_cache", "true")
+    kv = o.get("kv_cache", "false")
     if ckpt not in BOOL or kv not in BOOL:
         raise UsageError("activation_checkpointing and kv_cache take true or false")
     if o.get("kernel", "flash") not in ("flash", "math"):
