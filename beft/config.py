@@ -15,6 +15,10 @@ from typing import Any
 
 import yaml
 
+REPARAM_METHODS = ("lora", "vera", "vera1d", "dora", "pissa")   # bias deltas through beft/reparam
+# methods optim.kind=zo can train: the biases themselves, or a reparametrisation of their deltas
+ZO_METHODS = ("bias", "bitfit", *REPARAM_METHODS)
+
 
 class ConfigError(ValueError):
     """An unknown key or a bad value: reported before any model loads."""
@@ -82,9 +86,11 @@ class ZOConfig:
     eps: float = 1e-3                # perturbation scale
     n: int = 1                       # perturbations per step (2 forward passes each)
     update: str = "sgd"              # sgd | adam (moments over the few trained values)
+    perturb: str = "batch"           # batch: one z per step (MeZO) | example: one z per example (method=bias/bitfit)
     head: str = "first_order"        # a new task head: first_order (backprop through the head only) | freeze
     probe: bool = False              # fit the new head on frozen features first (linear probing), then ZO
-    probe_steps: int = 200           # full-batch AdamW steps of that fit (lr = optim's lr)
+    probe_steps: int = 200           # full-batch AdamW steps of that fit (lr = zo.head_lr)
+    head_lr: float = 0.0             # lr of the head's AdamW and probe (0: the run's lr)
 
 
 @dataclass
@@ -129,7 +135,7 @@ class TrainConfig:
                    "arch": ("auto", "encoder", "decoder"), "precision": ("auto", "fp32", "bf16", "fp16"),
                    "quant": ("none", "8bit", "4bit"), "backend": ("local", "deepspeed", "fsdp"),
                    "optim.schedule": ("linear", "constant"), "optim.kind": ("adamw", "zo"),
-                   "zo.update": ("sgd", "adam"), "zo.head": ("first_order", "freeze"), "data.train_objective": ("ce", "lm"),
+                   "zo.update": ("sgd", "adam"), "zo.perturb": ("batch", "example"), "zo.head": ("first_order", "freeze"), "data.train_objective": ("ce", "lm"),
                    "rank.measure": ("projection", "magnitude", "fisher")}
         for key, allowed in choices.items():
             value = _get(self, key)
@@ -154,10 +160,13 @@ class TrainConfig:
             raise ConfigError(f"--load_in_{self.quant} with --fsdp is not supported by bitsandbytes/FSDP2; "
                               "use DeepSpeed (--config ds_configs/zero2.json) or a single process")
         if self.optim.kind == "zo":
-            if self.method not in ("bias", "bitfit"):
-                raise ConfigError(f"optim.kind=zo trains bias targets (method=bias or bitfit), not method={self.method}")
+            if self.method not in ZO_METHODS:
+                raise ConfigError(f"optim.kind=zo trains bias targets (method={' | '.join(ZO_METHODS)}), not "
+                                  f"method={self.method}")
             if self.optim.grad_accum != 1 or not self.zo.eps > 0 or self.zo.n < 1:
                 raise ConfigError("optim.kind=zo needs optim.grad_accum=1, zo.eps > 0 and zo.n >= 1")
+            if self.zo.head_lr < 0:
+                raise ConfigError(f"zo.head_lr={self.zo.head_lr} must be >= 0 (0: the run's lr)")
         if self.quant != "none" and self.backend == "deepspeed":
             raise ConfigError(f"--load_in_{self.quant} with DeepSpeed is not supported yet (no test shows it "
                               "trains correctly); use a single process with --load_in_8bit")

@@ -10,6 +10,7 @@ from torch import nn
 
 from .bias import apply_bias, parse_targets
 from .bias.selection import BiasSelection, numel
+from .config import REPARAM_METHODS as REPARAM
 
 
 @dataclass
@@ -179,7 +180,6 @@ def _icl(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
                               "prompts are cut (the left side is dropped first)"])
 
 
-REPARAM = ("lora", "vera", "vera1d", "dora", "pissa")   # bias deltas through beft/reparam
 METHODS: dict[str, Callable[..., MethodSetup]] = {
     "bias": _bias,                                               # the targets in cfg.bias
     "bitfit": lambda model, cfg, head: _bias(model, cfg, head, targets="all"),

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from . import __version__
 from .backends import dist
@@ -115,9 +116,10 @@ class Trainer:
         self.steps_per_epoch = len(self.splits.train) // cfg.batch_size
         total = cfg.epochs * self.steps_per_epoch if cfg.epochs else cfg.max_steps
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        self.head_lr = cfg.zo.head_lr if cfg.optim.kind == "zo" and cfg.zo.head_lr else cfg.lr
         warmup = cfg.optim.warmup_steps or int(cfg.optim.warmup_ratio * self.total_steps)
-        def build_optim(params: list[torch.Tensor]):
-            opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
+        def build_optim(params: list[torch.Tensor]):   # under ZO it steps the new head only
+            opt = torch.optim.AdamW(params, lr=self.head_lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
                                     weight_decay=cfg.optim.weight_decay)
             return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(self.total_steps, warmup,
                                                                          cfg.optim.schedule))
@@ -162,12 +164,14 @@ class Trainer:
         backpropagation through the head alone (zo.head=first_order, one process) or stays frozen."""
         from .zo import ZOOptimizer
         cfg = self.cfg
-        biases = [n for n in self.selection.bias_parameters() if n in self.params]
+        head = set(self.selection.head) if self.selection is not None else set()
+        biases = [n for n in self.params if n not in head]   # the biases, or their reparametrisation's tensors
         self.zo_head = [n for n in self.params if n not in biases] if cfg.zo.head == "first_order" else []
         self.zo_biases = biases
         if self.zo_head and self.backend.name != "local":
             raise TrainingError("optim.kind=zo with zo.head=first_order runs on one process; under --fsdp "
                                 "use a decoder task (no new head) or zo.head=freeze")
+        self.zo_sites = self._example_sites() if cfg.zo.perturb == "example" else []
         if cfg.zo.probe:
             if self.selection is None or not self.selection.head:
                 raise TrainingError("zo.probe=true fits a new task head, and this run has none (decoder tasks "
@@ -194,9 +198,16 @@ class Trainer:
         def loss_fn() -> float:
             with self.backend.autocast():
                 return dist.mean(float(self.task.loss(model, batch)))
+        lr = cfg.lr * self.lr_fn(st["step"])
         model.eval()
         try:
-            out = self.zo.step(loss_fn, st["step"], cfg.lr * self.lr_fn(st["step"]))
+            if cfg.zo.perturb == "example":
+                local = int(batch["labels"].shape[0])
+                out = self.zo.step_examples(self.example_losses_fn(model, batch), st["step"],
+                                            list(range(dist.rank() * local, (dist.rank() + 1) * local)),
+                                            cfg.batch_size, lr, reduce=dist.sum_tensors)
+            else:
+                out = self.zo.step(loss_fn, st["step"], lr)
         finally:
             if hook is not None:
                 hook.remove()
@@ -209,6 +220,61 @@ class Trainer:
             self.backend.step([self.params[n] for n in self.zo_head])   # biases have no grad: untouched
         return out["loss"], abs(out["projected_grad"])
 
+    def _example_sites(self) -> list[tuple[nn.Module, list[int], object]]:
+        """zo.perturb=example: (layer, indices into zo_biases, its BiasDelta or None) per layer whose
+        output a trained tensor shifts: a layer's own bias, or the tensors of its bias reparametrisation."""
+        from .reparam.apply import PREFIX
+        sites: dict[str, list] = {}
+        for i, n in enumerate(self.zo_biases):
+            if f".{PREFIX}.inner." in n:
+                layer = n.split(f".{PREFIX}.")[0]
+                sites.setdefault(layer, [self.model.get_submodule(layer), [], self.model.get_submodule(f"{layer}.{PREFIX}")])
+            elif n.endswith(".bias"):
+                layer = n.rsplit(".", 1)[0]
+                sites.setdefault(layer, [self.model.get_submodule(layer), [], None])
+            else:
+                raise TrainingError(f"zo.perturb=example: {n} is neither a layer's bias nor a bias "
+                                    "reparametrisation's tensor; use zo.perturb=batch")
+            sites[layer][1].append(i)
+        return [tuple(v) for v in sites.values()]
+
+    def example_losses_fn(self, model, batch: dict):
+        """zo.perturb=example: offsets (per trained tensor, per example) -> per-example losses. Each
+        example's rows see their own change of the layer's bias, added to the layer's output: the
+        offset itself for a bias (the same as a bias of b + offset on those rows), or
+        delta(p + offset) - delta(p) for a reparametrised bias."""
+        from .tasks.scoring import row_examples
+        rows = row_examples(batch)
+        names = self.zo_biases
+        full = None
+        if any(bd is not None for _, _, bd in self.zo_sites):
+            full = self.backend.full_state({n: self.params[n] for n in names})   # gathered copies (ZeRO-3, FSDP2)
+
+        def shift(idx: list[int], bd, offsets: list[torch.Tensor]) -> torch.Tensor:   # (B, out_features)
+            if bd is None:
+                return offsets[idx[0]]
+            keys = [names[i].split(".inner.", 1)[1] for i in idx]
+            p = {k: full[names[i]].float() for k, i in zip(keys, idx)}
+            base = bd.place(bd.inner.compute(p))
+            return torch.stack([bd.place(bd.inner.compute({k: p[k] + offsets[i][e].float() for k, i in zip(keys, idx)}))
+                                for e in range(offsets[idx[0]].shape[0])]) - base
+
+        def hook_for(off: torch.Tensor):
+            def hook(module, args, out):
+                o = off[rows.to(off.device)].to(device=out.device, dtype=out.dtype)
+                return out + o.view(o.shape[0], *([1] * (out.dim() - 2)), o.shape[-1])
+            return hook
+
+        def losses(offsets: list[torch.Tensor]) -> torch.Tensor:
+            hooks = [layer.register_forward_hook(hook_for(shift(idx, bd, offsets))) for layer, idx, bd in self.zo_sites]
+            try:
+                with self.backend.autocast():
+                    return self.task.example_losses(model, batch).float()
+            finally:
+                for h in hooks:
+                    h.remove()
+        return losses
+
     def probe_head(self) -> None:
         """zo.probe: fit the new head on frozen features before the first ZO step (beft/probe.py)."""
         from .probe import probe
@@ -219,7 +285,7 @@ class Trainer:
                                                     cfg.data.max_length)) for j in range(0, len(idx), bs))
         with self.backend.autocast():
             report = probe(self.backend.model, list(self.selection.head), batches, self.task.logits,
-                           self.task.loss_from_logits, cfg.zo.probe_steps, cfg.lr)
+                           self.task.loss_from_logits, cfg.zo.probe_steps, self.head_lr)
         self.state["probe"] = report
         if self.rank0:
             self.run_dir.log({"step": 0, "probe": report})

@@ -6,6 +6,7 @@ Per step and perturbation i, z_i ~ N(0, I) is regenerated from a seed (never sto
 then SGD (theta -= lr ghat) or Adam on ghat. The values before the step are kept (the trained
 set is tiny: biases), so perturb-and-restore is exact, not an add/subtract round trip.
 Every rank draws the same z (seeded generator on the CPU) and uses the all-rank mean loss.
+`step_examples` draws one z per example instead (see there).
 """
 from __future__ import annotations
 
@@ -78,12 +79,50 @@ class ZOOptimizer:
             for i, g in enumerate(projected):
                 for acc, zi in zip(ghat, perturbation(shapes, self.z_seed(step, i))):
                     acc.add_(zi.to(acc.device), alpha=g / self.n)
-            direction = ghat if self.update == "sgd" else self._adam(ghat)
-            for p, p0, d in zip(full, theta0, direction):
-                new = p0.float() * (1 - lr * self.weight_decay) - lr * d
-                p.copy_(new.to(p.dtype))
+            self._apply(full, theta0, ghat, lr)
             sync()
         return {"loss": sum(losses) / len(losses), "projected_grad": sum(projected) / len(projected)}
+
+    @torch.no_grad()
+    def step_examples(self, losses_fn: Callable[[list[torch.Tensor]], torch.Tensor], step: int,
+                      examples: list[int], total: int, lr: float | None = None,
+                      reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] = lambda ts: ts) -> dict:
+        """One ZO step with an independent perturbation per example (zo.perturb=example).
+
+        Example e (its index in the global batch; `examples` are this rank's) draws its own z_e and
+        alone sees theta + eps z_e: losses_fn(offsets) runs the local batch with offsets[k][j]
+        added to tensor k for local example j, and returns the per-example losses. Then
+            ghat = mean_e (L_e(theta + eps z_e) - L_e(theta - eps z_e)) / (2 eps) z_e,
+        an unbiased estimate of the batch gradient (as MeZO's shared z) whose direction noise is
+        averaged over the batch's perturbations, for the same two forward passes. The parameters
+        are not edited during the passes. `reduce` sums tensors over ranks; `total` = global batch."""
+        lr = self.lr if lr is None else lr
+        shapes = [getattr(p, "ds_shape", p.shape) for p in self.params]   # ZeRO-3 holds a partition
+        ghat = [torch.zeros(s, dtype=torch.float32) for s in shapes]
+        stats = torch.zeros(3, dtype=torch.float64)        # sums of the losses, projected grads; non-finite count
+        for i in range(self.n):
+            per = [perturbation(shapes, self.z_seed(step, e * self.n + i)) for e in examples]
+            z = [torch.stack([pe[k] for pe in per]) for k in range(len(shapes))]          # (B_local, *shape)
+            plus = losses_fn([self.eps * zk for zk in z]).double().cpu()
+            minus = losses_fn([-self.eps * zk for zk in z]).double().cpu()
+            g = (plus - minus) / (2 * self.eps)
+            stats += torch.stack([(plus + minus).sum() / 2, g.sum(), (~torch.isfinite(g)).sum().double()])
+            for acc, zk in zip(ghat, z):
+                acc.add_(torch.einsum("b,b...->...", torch.nan_to_num(g).float(), zk))
+        *ghat, stats = reduce([*ghat, stats.float()])
+        if stats[2] > 0:
+            return {"loss": float("nan"), "projected_grad": float("nan")}
+        count = total * self.n
+        with self.full_access(self.params) as (full, sync):
+            self._apply(full, [p.detach().clone() for p in full], [g / count for g in ghat], lr)
+            sync()
+        return {"loss": stats[0].item() / count, "projected_grad": stats[1].item() / count}
+
+    def _apply(self, full: list[torch.Tensor], theta0: list[torch.Tensor], ghat: list[torch.Tensor], lr: float) -> None:
+        direction = ghat if self.update == "sgd" else self._adam(ghat)
+        for p, p0, d in zip(full, theta0, direction):
+            new = p0.float() * (1 - lr * self.weight_decay) - lr * d.to(p0.device)
+            p.copy_(new.to(p.dtype))
 
     def _adam(self, ghat: list[torch.Tensor]) -> list[torch.Tensor]:
         b1, b2 = self.betas

@@ -62,11 +62,7 @@ def barrier() -> None:
 
 def mean(value: float) -> float:
     """Average a Python float over ranks."""
-    if not dist.is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device() if comm_backend() == "nccl" else "cpu")
-    dist.all_reduce(t)
-    return t.item() / dist.get_world_size()
+    return mean_and_any(value, False)[0]
 
 
 def mean_and_any(value: float, flag: bool) -> tuple[float, bool]:
@@ -76,6 +72,17 @@ def mean_and_any(value: float, flag: bool) -> tuple[float, bool]:
     t = torch.tensor([value, float(flag)], dtype=torch.float64, device=device() if comm_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
     return t[0].item() / dist.get_world_size(), t[1].item() > 0
+
+
+def sum_tensors(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Element-wise sums over ranks (float32, on the CPU): one all-reduce of the flattened tensors."""
+    tensors = [t.detach().float().cpu() for t in tensors]
+    if not dist.is_initialized() or not tensors:
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    flat = flat.to(device()) if comm_backend() == "nccl" else flat
+    dist.all_reduce(flat)
+    return [x.view_as(t) for x, t in zip(flat.cpu().split([t.numel() for t in tensors]), tensors)]
 
 
 def broadcast_object(obj):

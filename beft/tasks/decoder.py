@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from beft.tasks.base import Splits
 from beft.tasks.metrics import answer_scores, label_metrics
 from beft.tasks.prompts import ChoicePrompt
-from beft.tasks.scoring import candidate_batch, gold_lm_loss, mean_loglik, score_matrix
+from beft.tasks.scoring import candidate_batch, gold_lm_loss, gold_lm_losses, mean_loglik, score_matrix
 from beft.tasks.splits import DataSpec, load_splits
 
 DEFAULT_TRAIN = DEFAULT_EVAL = 1000
@@ -54,6 +54,12 @@ class ChoiceTask:
         if self.train_objective == "lm":
             return gold_lm_loss(model, batch)
         return F.cross_entropy(score_matrix(mean_loglik(model, batch), batch), batch["labels"])
+
+    def example_losses(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) the training loss of each example (their mean is `loss` under ce)."""
+        if self.train_objective == "lm":
+            return gold_lm_losses(model, batch)
+        return F.cross_entropy(score_matrix(mean_loglik(model, batch), batch), batch["labels"], reduction="none")
 
     @torch.no_grad()
     def predict(self, model, batch: dict[str, torch.Tensor], **kw) -> list[int]:

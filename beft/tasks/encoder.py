@@ -60,10 +60,14 @@ class EncoderTask:
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.loss_from_logits(self.logits(model, batch), batch["labels"])
 
-    def loss_from_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def example_losses(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) the loss of each example; their mean is `loss`."""
+        return self.loss_from_logits(self.logits(model, batch), batch["labels"], reduction="none")
+
+    def loss_from_logits(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         if self.num_labels == 1:
-            return F.mse_loss(logits[:, 0].float(), labels.float())
-        return F.cross_entropy(logits.float(), labels)
+            return F.mse_loss(logits[:, 0].float(), labels.float(), reduction=reduction)
+        return F.cross_entropy(logits.float(), labels, reduction=reduction)
 
     @torch.no_grad()
     def predict(self, model, batch: dict[str, torch.Tensor], **kw) -> list:

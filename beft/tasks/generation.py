@@ -87,6 +87,11 @@ class GenTask:
         lp, m = target_logprobs(model, batch)
         return -(lp * m).sum() / m.sum().clamp(min=1)
 
+    def example_losses(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) per example: the mean negative log-likelihood of its answer's tokens."""
+        lp, m = target_logprobs(model, batch)
+        return -(lp * m).sum(-1) / m.sum(-1).clamp(min=1)
+
     def predict(self, model, batch: dict[str, torch.Tensor], **kw) -> list[str]:
         tokenizer = kw.get("tokenizer") or self.tokenizer
         if tokenizer is None:

@@ -155,6 +155,27 @@ def score_matrix(scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.
     return out
 
 
+def row_examples(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The example (index in the batch) of every row the model runs: one row per example, except
+    a batch of (prompt, candidate) pairs without a shared prompt, which has one row per pair."""
+    if "pair_example" in batch and "next_token" not in batch:
+        return batch["pair_example"]
+    return torch.arange(batch["input_ids"].shape[0])
+
+
+def gold_lm_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B,) per example: the mean negative log-likelihood of its gold candidate's tokens."""
+    gold = batch["pair_slot"] == batch["labels"][batch["pair_example"]]   # one gold pair per example
+    if "next_token" in batch:
+        nll = -next_token_logprobs(model, batch)
+    else:
+        lp, m = target_logprobs(model, batch)
+        nll = -(lp * m).sum(-1) / m.sum(-1).clamp(min=1)
+    out = nll.new_zeros(batch["labels"].shape[0])
+    out[batch["pair_example"][gold]] = nll[gold]
+    return out
+
+
 def gold_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Token-mean negative log-likelihood of the gold candidates' tokens only."""
     if "next_token" in batch:

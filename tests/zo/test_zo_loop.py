@@ -73,8 +73,12 @@ def test_activation_checkpointing_same_result(tiny_dirs, need_data, tmp_path):
 
 
 def test_zo_config_errors():
-    with pytest.raises(ConfigError, match="method=bias or bitfit"):
+    with pytest.raises(ConfigError, match="method=bias . bitfit . lora"):
         load_config(None, ["optim.kind=zo", "method=full"])
+    with pytest.raises(ConfigError, match="zo.head_lr=-1.0 must be >= 0"):
+        load_config(None, ["optim.kind=zo", "zo.head_lr=-1"])
+    with pytest.raises(ConfigError, match="zo.perturb='x' is not one of"):
+        load_config(None, ["optim.kind=zo", "zo.perturb=x"])
     with pytest.raises(ConfigError, match="zo.update='x' is not one of"):
         load_config(None, ["optim.kind=zo", "zo.update=x"])
 
@@ -92,6 +96,18 @@ def test_zo_probe_fits_head_before_zo(tiny_dirs, need_data, tmp_path):
     assert adapter(tmp_path / "p")["bert.encoder.layer.0.attention.self.value.bias"].abs().max() > 0
     bad = launch(base_args(tiny_dirs["llama"], tmp_path / "d", **ZO, **{"zo.probe": "true"}))
     assert bad.returncode == 2 and "zo.probe=true" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_zo_head_lr_drives_the_head_and_probe(tiny_dirs, need_data, tmp_path):
+    """zo.head_lr=0 means the run's lr (same run bit for bit); another value changes the head."""
+    kw = {**ZO, "zo.probe": "true", "zo.probe_steps": 20}
+    runs = {"default": {}, "same": {"zo.head_lr": ZO["lr"]}, "other": {"zo.head_lr": "1e-1"}}
+    for name, extra in runs.items():
+        assert launch(base_args(tiny_dirs["bert"], tmp_path / name, **kw, **extra)).returncode == 0
+    a, b, c = (adapter(tmp_path / n) for n in runs)
+    assert max_diff(a, b) == 0.0
+    assert (a["classifier.weight"] - c["classifier.weight"]).abs().max() > 1e-3
+    assert result(tmp_path / "other")["probe"]["loss_after"] != result(tmp_path / "default")["probe"]["loss_after"]
 
 
 def test_fit_head_on_cached_features():

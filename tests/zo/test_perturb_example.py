@@ -1,0 +1,111 @@
+"""zo.perturb=example: one perturbation per example, applied through the layer that owns the bias."""
+import pytest
+import torch
+
+from beft.config import load_config
+from beft.train import Trainer
+from beft.zo import ZOOptimizer, perturbation
+from train_helpers import DATA_DIR, adapter, base_args, launch, max_diff, result
+
+ZO = {"optim.kind": "zo", "zo.update": "adam", "lr": "1e-2", "zo.perturb": "example"}
+
+
+def test_step_examples_is_the_mean_of_per_example_projections():
+    """Per-example quadratics L_e(x) = 0.5 x'A_e x - b_e'x: with SGD the update is exactly
+    -lr * mean_e (grad_e . z_e) z_e (central differences are exact for a quadratic)."""
+    torch.manual_seed(0)
+    p = [torch.randn(3), torch.randn(2)]
+    B = 4
+    mats = [(lambda M: M @ M.T + torch.eye(5))(torch.randn(5, 5)) for _ in range(B)]
+    vecs = [torch.randn(5) for _ in range(B)]
+    x0 = torch.cat([q.flatten() for q in p]).double()
+    seen = []
+
+    def losses(offsets):
+        seen.append([q.clone() for q in p])
+        out = []
+        for e in range(B):
+            x = x0 + torch.cat([o[e].flatten() for o in offsets]).double()
+            out.append(0.5 * x @ mats[e].double() @ x - vecs[e].double() @ x)
+        return torch.stack(out)
+    opt = ZOOptimizer(p, lr=0.1, eps=1e-3, n=2, seed=5, update="sgd")
+    out = opt.step_examples(losses, step=3, examples=list(range(B)), total=B)
+    expected = torch.zeros(5, dtype=torch.float64)
+    for e in range(B):
+        g = mats[e].double() @ x0 - vecs[e].double()
+        for i in range(2):
+            z = torch.cat([t.flatten() for t in perturbation([q.shape for q in p], opt.z_seed(3, e * 2 + i))]).double()
+            expected += (g @ z) * z / (B * 2)
+    got = (x0 - torch.cat([q.flatten() for q in p]).double()) / 0.1
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max())
+    assert all(torch.equal(a, b) for s in seen for a, b in zip(s, [x0[:3].float(), x0[3:].float()]))  # never edited
+    assert out["loss"] == pytest.approx(float(sum(0.5 * x0 @ m.double() @ x0 - v.double() @ x0
+                                                  for m, v in zip(mats, vecs)) / B), rel=1e-3)
+
+
+def test_zero_lr_leaves_parameters_bit_identical():
+    p = [torch.randn(6)]
+    before = p[0].clone()
+    opt = ZOOptimizer(p, lr=0.0, eps=0.1, n=1, seed=1, update="adam")
+    opt.step_examples(lambda offs: (offs[0] ** 2).sum(-1), step=0, examples=[0, 1, 2], total=3)
+    assert torch.equal(p[0], before)
+
+
+def _trainer(model, out, task, **kw):
+    args = base_args(model, out, task=task, **ZO, **kw) + [f"data_dir={DATA_DIR}"]
+    t = Trainer(load_config(None, args))
+    t.setup()
+    return t
+
+
+@pytest.mark.parametrize("arch,task,kw", [("bert", "sst2", {}), ("llama", "sst2", {}), ("llama", "copa", {}),
+                                          ("llama", "sst2", {"method": "lora"})])
+def test_offsets_equal_per_example_biases(arch, task, kw, tiny_dirs, need_data, tmp_path):
+    """Example j's losses under offsets == its loss alone with the trained tensors set to theta + offset_j
+    (a batch of pairs without a shared prompt (COPA) maps rows to examples; a reparametrised bias
+    (method=lora) shifts the layer by delta(p + offset) - delta(p))."""
+    t = _trainer(tiny_dirs[arch], tmp_path / "o", task, **kw)
+    model = t.backend.model
+    model.eval()
+    examples = t.splits.train[:4]
+    batch = t.task.collate(t.tokenizer, examples, t.cfg.data.max_length)
+    assert task != "copa" or batch["input_ids"].shape[0] > len(examples)        # one row per (example, candidate)
+    params = [t.params[n] for n in t.zo_biases]
+    g = torch.Generator().manual_seed(0)
+    offsets = [torch.randn((len(examples), *p.shape), generator=g) * 0.5 for p in params]
+    with torch.no_grad():
+        got = t.example_losses_fn(model, batch)(offsets)
+        for j, ex in enumerate(examples):
+            saved = [p.detach().clone() for p in params]
+            for p, o in zip(params, offsets):
+                p.add_(o[j])
+            alone = t.task.example_losses(model, t.task.collate(t.tokenizer, [ex], t.cfg.data.max_length))
+            for p, s in zip(params, saved):
+                p.copy_(s)
+            assert got[j].item() == pytest.approx(alone.item(), abs=1e-4)
+        plain = t.task.example_losses(model, batch)
+        assert not torch.allclose(got, plain)                                      # the offsets did something
+        assert torch.allclose(plain.mean(), t.task.loss(model, batch), atol=1e-5)   # the mean is the loss
+
+
+def test_loop_trains_biases_and_reparam(tiny_dirs, need_data, tmp_path):
+    p = launch(base_args(tiny_dirs["bert"], tmp_path / "b", **ZO))
+    assert p.returncode == 0, p.stderr[-3000:]
+    a = adapter(tmp_path / "b")
+    assert a["bert.encoder.layer.0.attention.self.value.bias"].abs().max() > 0 and "classifier.weight" in a
+    p = launch(base_args(tiny_dirs["llama"], tmp_path / "l", method="lora", **{**ZO, "zo.perturb": "batch"}))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert all(t.abs().max() > 0 for t in adapter(tmp_path / "l").values())       # b0 = 0 + a trained delta
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+@pytest.mark.parametrize("launcher", ["fsdp", "deepspeed:zero3"])
+def test_two_ranks_equal_one(launcher, tiny_dirs, need_data, tmp_path):
+    """Each example draws its z from its index in the global batch, so 2 ranks (4 examples each)
+    end with a 1-process run's biases."""
+    assert launch(base_args(tiny_dirs["llama"], tmp_path / "one", **ZO)).returncode == 0
+    p = launch(base_args(tiny_dirs["llama"], tmp_path / "two", **ZO), launcher=launcher)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert result(tmp_path / "two")["sharding_rank0"]["frozen_local_numel"] > 0
+    assert max_diff(adapter(tmp_path / "one"), adapter(tmp_path / "two")) <= 1e-4
