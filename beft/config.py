@@ -86,6 +86,7 @@ class ZOConfig:
     eps: float = 1e-3                # perturbation scale
     n: int = 1                       # perturbations per step (2 forward passes each)
     update: str = "sgd"              # sgd | adam (moments over the few trained values)
+    subspace: int = 0                # value biases only: perturb along the k top right-singular directions of W_o (0: all)
     perturb: str = "batch"           # batch: one z per step (MeZO) | example: one z per example (method=bias/bitfit)
     head: str = "first_order"        # a new task head: first_order (backprop through the head only) | freeze
     probe: bool = False              # fit the new head on frozen features first (linear probing), then ZO
@@ -165,6 +166,8 @@ class TrainConfig:
                                   f"method={self.method}")
             if self.optim.grad_accum != 1 or not self.zo.eps > 0 or self.zo.n < 1:
                 raise ConfigError("optim.kind=zo needs optim.grad_accum=1, zo.eps > 0 and zo.n >= 1")
+            if self.zo.subspace < 0:
+                raise ConfigError(f"zo.subspace={self.zo.subspace} must be >= 0 (0: every direction)")
             if self.zo.head_lr < 0:
                 raise ConfigError(f"zo.head_lr={self.zo.head_lr} must be >= 0 (0: the run's lr)")
         if self.quant != "none" and self.backend == "deepspeed":

@@ -178,9 +178,17 @@ class Trainer:
                                     "score with the LM head); drop zo.probe")
             if self.backend.name != "local":
                 raise TrainingError("zo.probe=true runs on one process")
+        bases = None
+        if cfg.zo.subspace:
+            from .zo_subspace import value_bases
+            try:
+                found = value_bases(self.model, biases, cfg.zo.subspace, self.backend.full_state, cfg.bias_patterns)
+            except ValueError as e:
+                raise TrainingError(str(e)) from None
+            bases = [found[n] for n in biases]
         return ZOOptimizer([self.params[n] for n in biases], lr=cfg.lr, eps=cfg.zo.eps, n=cfg.zo.n, seed=cfg.seed,
                            update=cfg.zo.update, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
-                           full_access=self.backend.full_access)
+                           full_access=self.backend.full_access, bases=bases)
 
     def zo_step(self, model, batch: dict) -> tuple[float, float]:
         """One ZO step on the biases (two no-grad forwards per perturbation, eval mode so that

@@ -35,7 +35,7 @@ def perturbation(shapes: list[torch.Size], seed: int) -> list[torch.Tensor]:
 class ZOOptimizer:
     def __init__(self, params: list[torch.Tensor], *, lr: float, eps: float = 1e-3, n: int = 1, seed: int = 0,
                  update: str = "sgd", betas=(0.9, 0.999), adam_eps: float = 1e-8, weight_decay: float = 0.0,
-                 full_access: FullAccess = direct):
+                 full_access: FullAccess = direct, bases: list[torch.Tensor | None] | None = None):
         if update not in ("sgd", "adam"):
             raise ValueError(f"zo update must be sgd or adam, got {update!r}")
         if eps <= 0 or n < 1:
@@ -43,9 +43,17 @@ class ZOOptimizer:
         self.params, self.lr, self.eps, self.n, self.seed = params, lr, eps, n, seed
         self.update, self.betas, self.adam_eps, self.weight_decay = update, betas, adam_eps, weight_decay
         self.full_access = full_access
+        self.bases = bases       # per tensor: None, or (numel, k) orthonormal columns that z is drawn in
         self.t = 0
         self.m: list[torch.Tensor] | None = None
         self.v: list[torch.Tensor] | None = None
+
+    def draw(self, shapes: list[torch.Size], seed: int) -> list[torch.Tensor]:
+        """z for one perturbation: N(0, I), or N(0, P P^T) = P xi for a tensor with a basis P."""
+        if self.bases is None:
+            return perturbation(shapes, seed)
+        xi = perturbation([(b.shape[1],) if b is not None else s for b, s in zip(self.bases, shapes)], seed)
+        return [x if b is None else (b @ x).view(s) for b, x, s in zip(self.bases, xi, shapes)]
 
     def z_seed(self, step: int, i: int) -> int:
         return (self.seed * 1_000_003 + step * 1_009 + i) % (2**63 - 1)
@@ -59,7 +67,7 @@ class ZOOptimizer:
             shapes = [p.shape for p in full]
             projected, losses = [], []
             for i in range(self.n):
-                z = perturbation(shapes, self.z_seed(step, i))
+                z = self.draw(shapes, self.z_seed(step, i))
                 for p, p0, zi in zip(full, theta0, z):
                     p.copy_(p0 + self.eps * zi.to(p0))
                 sync()
@@ -77,7 +85,7 @@ class ZOOptimizer:
                 losses.append((plus + minus) / 2)
             ghat = [torch.zeros_like(p0, dtype=torch.float32) for p0 in theta0]
             for i, g in enumerate(projected):
-                for acc, zi in zip(ghat, perturbation(shapes, self.z_seed(step, i))):
+                for acc, zi in zip(ghat, self.draw(shapes, self.z_seed(step, i))):
                     acc.add_(zi.to(acc.device), alpha=g / self.n)
             self._apply(full, theta0, ghat, lr)
             sync()
@@ -101,7 +109,7 @@ class ZOOptimizer:
         ghat = [torch.zeros(s, dtype=torch.float32) for s in shapes]
         stats = torch.zeros(3, dtype=torch.float64)        # sums of the losses, projected grads; non-finite count
         for i in range(self.n):
-            per = [perturbation(shapes, self.z_seed(step, e * self.n + i)) for e in examples]
+            per = [self.draw(shapes, self.z_seed(step, e * self.n + i)) for e in examples]
             z = [torch.stack([pe[k] for pe in per]) for k in range(len(shapes))]          # (B_local, *shape)
             plus = losses_fn([self.eps * zk for zk in z]).double().cpu()
             minus = losses_fn([-self.eps * zk for zk in z]).double().cpu()
@@ -119,7 +127,14 @@ class ZOOptimizer:
         return {"loss": stats[0].item() / count, "projected_grad": stats[1].item() / count}
 
     def _apply(self, full: list[torch.Tensor], theta0: list[torch.Tensor], ghat: list[torch.Tensor], lr: float) -> None:
-        direction = ghat if self.update == "sgd" else self._adam(ghat)
+        if self.update == "sgd":
+            direction = ghat
+        elif self.bases is None:
+            direction = self._adam(ghat)
+        else:   # Adam on the basis coordinates (ghat lies in the span), so the update stays in it
+            coords = [g if b is None else b.T @ g.reshape(-1).to(b) for g, b in zip(ghat, self.bases)]
+            direction = [d if b is None else (b @ d).view(g.shape)
+                         for d, b, g in zip(self._adam(coords), self.bases, ghat)]
         for p, p0, d in zip(full, theta0, direction):
             new = p0.float() * (1 - lr * self.weight_decay) - lr * d.to(p0.device)
             p.copy_(new.to(p.dtype))

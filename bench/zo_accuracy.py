@@ -3,7 +3,7 @@
 examples), scored on the 872-example dev set, all-MiniLM-L6-v2, seeds 1-3.
 
     python bench/zo_accuracy.py [--seeds 1 2 3] [--jobs 2] [--zo-lr 3e-3] [--tune 1e-3 1e-2] [--probe]
-                                [--perturb batch|example] [--head-lr 0] [--out bench_runs/zo_accuracy]
+                                [--perturb batch|example] [--subspace 0] [--head-lr 0] [--out bench_runs/zo_accuracy]
 
 Every run goes through the normal launcher (launch/train.py, one torch thread per process,
 `--jobs` processes at once, batch 16, data.max_length=64, log_every=1):
@@ -17,7 +17,8 @@ Every run goes through the normal launcher (launch/train.py, one torch thread pe
    lr for all seeds (this tunes on the reported dev set, and the table says so);
 4. ZO b_v for every seed with N steps (optim.kind=zo, zo.n=1, zo.eps=1e-3, zo.update=adam; the
    new classifier head trains first-order: zo.head=first_order, the loop's default, with lr
-   --head-lr, 0: the ZO lr; zo.perturb=--perturb: one z per step, or one per example).
+   --head-lr, 0: the ZO lr; zo.perturb=--perturb: one z per step, or one per example;
+   zo.subspace=--subspace: z along the k top right-singular directions of each layer's W_o).
 Finished runs are reused (a result.json in the run folder), never overwritten.
 """
 from __future__ import annotations
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--probe", action="store_true", help="ZO runs fit the head first (zo.probe=true); the "
                     "probe's time counts into ZO's training time")
     ap.add_argument("--perturb", choices=("batch", "example"), default="batch", help="zo.perturb")
+    ap.add_argument("--subspace", type=int, default=0, help="zo.subspace (0: every direction)")
     ap.add_argument("--head-lr", type=float, default=0.0, help="zo.head_lr (the head's AdamW and probe; 0: the ZO lr)")
     ap.add_argument("--out", default=str(ROOT / "bench_runs" / "zo_accuracy"))
     args = ap.parse_args(argv)
@@ -110,6 +112,8 @@ def main(argv=None) -> int:
         ZO = {**ZO, "zo.perturb": args.perturb}
     if args.head_lr:
         ZO = {**ZO, "zo.head_lr": args.head_lr}
+    if args.subspace:
+        ZO = {**ZO, "zo.subspace": args.subspace}
     s1 = args.seeds[0]
     fo_kv = {**FIRST_ORDER, "epochs": args.fo_epochs}
     n_fo = args.fo_epochs * (1000 // COMMON["batch_size"])
