@@ -347,9 +347,6 @@ def _zo_check(a: Arch, m: Method, s: Setup) -> None:
         raise ValueError("optim=zo trains bias targets: method=bias or bitfit")
     if s.zo_update not in ("sgd", "adam") or s.zo_head not in ("first_order", "freeze"):
         raise ValueError("zo_update: sgd | adam; zo_head: first_order | freeze")
-    if (s.fsdp or s.zero) and s.gpus > 1 and a.encoder and s.zo_head == "first_order":
-        raise ValueError("optim=zo with a first-order head runs on one process; use zo_head=freeze under "
-                         "FSDP / DeepSpeed")
 
 
 def plan(a: Arch, m: Method, s: Setup) -> dict:
@@ -387,12 +384,13 @@ def plan(a: Arch, m: Method, s: Setup) -> dict:
         # step's fp32 buffers (values before the step, z, the estimate) + ZO-Adam's m and v
         head = outer_params(a)["head"] if a.encoder and s.zo_head == "first_order" else 0
         biases = n_train - (outer_params(a)["head"] if a.encoder else 0)
-        grads, opt = head * grad_b, head * opt_b + biases * (12 + (8 if s.zo_update == "adam" else 0))
+        # the head trains on full fp32 copies (copy, gradient, AdamW m and v), the same on every rank
+        grads, opt = head * 4, head * 12 + biases * (12 + (8 if s.zo_update == "adam" else 0))
     gather = 0.0
     if shard3:
         weights /= s.gpus
         gather = 2 * max(sum(lp.values()), a.vocab * a.hidden) * w16 if s.gpus > 1 else 0.0  # 2 units in flight
-    if s.zero >= 2 or shard3:
+    if (s.zero >= 2 or shard3) and not zo:
         grads /= s.gpus
     if (s.zero >= 1 or shard3) and not zo:   # ZO updates the gathered full biases
         opt /= s.gpus

@@ -144,6 +144,8 @@ class Trainer:
             self.state = self.backend.load_checkpoint(self.run_dir.last_checkpoint, self.params)
             if self.zo is not None and self.state.get("zo"):
                 self.zo.load_state_dict(self.state["zo"])
+                if self.gathered_head is not None and "head" in self.state["zo"]:
+                    self.gathered_head.load_state_dict(self.state["zo"]["head"])
             if self.rank0:
                 self.run_dir.truncate_metrics(self.state["step"])
                 print(f"resumed from step {self.state['step']} (epoch {self.state['epoch']}, "
@@ -168,16 +170,19 @@ class Trainer:
         biases = [n for n in self.params if n not in head]   # the biases, or their reparametrisation's tensors
         self.zo_head = [n for n in self.params if n not in biases] if cfg.zo.head == "first_order" else []
         self.zo_biases = biases
-        if self.zo_head and self.backend.name != "local":
-            raise TrainingError("optim.kind=zo with zo.head=first_order runs on one process; under --fsdp "
-                                "use a decoder task (no new head) or zo.head=freeze")
         self.zo_sites = self._example_sites() if cfg.zo.perturb == "example" else []
         if cfg.zo.probe:
             if self.selection is None or not self.selection.head:
                 raise TrainingError("zo.probe=true fits a new task head, and this run has none (decoder tasks "
                                     "score with the LM head); drop zo.probe")
-            if self.backend.name != "local":
-                raise TrainingError("zo.probe=true runs on one process")
+        self.gathered_head = None
+        if self.zo_head or cfg.zo.probe:   # the new head trains (or is probed) first-order on gathered copies
+            from .probe import head_module, head_root
+            from .zo_head import GatheredHead
+            names = [n for n in self.params if n in self.selection.head]
+            self.gathered_head = GatheredHead(head_module(self.model, names), head_root(names),
+                                              {n: self.params[n] for n in names}, self.backend, cfg,
+                                              self.head_lr, self.lr_fn)
         bases = None
         if cfg.zo.subspace:
             from .zo_subspace import value_bases
@@ -199,9 +204,8 @@ class Trainer:
         feats: list[torch.Tensor] = []
         hook = None
         if self.zo_head:
-            from .probe import head_module
-            head = head_module(self.backend.model, list(self.selection.head))
-            hook = head.register_forward_hook(lambda m, args, out: feats.append(args[0].detach()) if not feats else None)
+            hook = self.gathered_head.module.register_forward_hook(
+                lambda m, args, out: feats.append(args[0].detach()) if not feats else None)
 
         def loss_fn() -> float:
             with self.backend.autocast():
@@ -223,9 +227,7 @@ class Trainer:
         model.train()
         if self.zo_head and feats:
             with self.backend.autocast():
-                loss = self.task.loss_from_logits(head(feats[0]), batch["labels"])
-            self.backend.backward(loss)
-            self.backend.step([self.params[n] for n in self.zo_head])   # biases have no grad: untouched
+                self.gathered_head.step(feats[0], batch["labels"], self.task.loss_from_logits)
         return out["loss"], abs(out["projected_grad"])
 
     def _example_sites(self) -> list[tuple[nn.Module, list[int], object]]:
@@ -284,16 +286,24 @@ class Trainer:
         return losses
 
     def probe_head(self) -> None:
-        """zo.probe: fit the new head on frozen features before the first ZO step (beft/probe.py)."""
-        from .probe import probe
-        cfg = self.cfg
-        idx = list(range(len(self.splits.train)))
+        """zo.probe: fit the new head on frozen features before the first ZO step. Each rank
+        records the head inputs of its share of the training set (equal shares, so every rank
+        runs the same number of forwards; up to world - 1 examples left out)."""
+        from .probe import head_inputs
+        cfg, world = self.cfg, dist.world_size()
+        n = len(self.splits.train) // world * world
+        mine = list(range(n))[dist.rank()::world]
         bs = cfg.data.eval_batch_size
-        batches = (self.to_device(self.task.collate(self.tokenizer, [self.splits.train[i] for i in idx[j:j + bs]],
-                                                    cfg.data.max_length)) for j in range(0, len(idx), bs))
-        with self.backend.autocast():
-            report = probe(self.backend.model, list(self.selection.head), batches, self.task.logits,
-                           self.task.loss_from_logits, cfg.zo.probe_steps, self.head_lr)
+        batches = (self.to_device(self.task.collate(self.tokenizer, [self.splits.train[i] for i in mine[j:j + bs]],
+                                                    cfg.data.max_length)) for j in range(0, len(mine), bs))
+        t = time.perf_counter()
+        try:
+            with self.backend.autocast():
+                x, y = head_inputs(self.backend.model, self.gathered_head.module, batches, self.task.logits)
+        finally:
+            self.backend.release()
+        report = self.gathered_head.fit(x, y, self.task.loss_from_logits, cfg.zo.probe_steps, self.head_lr, n)
+        report["seconds"] = time.perf_counter() - t
         self.state["probe"] = report
         if self.rank0:
             self.run_dir.log({"step": 0, "probe": report})
@@ -439,6 +449,8 @@ class Trainer:
         dist.barrier()
         if self.zo is not None:
             self.state["zo"] = self.zo.state_dict()
+            if self.gathered_head is not None:
+                self.state["zo"]["head"] = self.gathered_head.state_dict()
         self.backend.save_checkpoint(tmp, self.params, dict(self.state))
         dist.barrier()
         if self.rank0:

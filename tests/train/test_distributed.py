@@ -23,9 +23,13 @@ def reference(tiny_dirs, need_data, tmp_path_factory):
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_path):
+    import glob
     out = tmp_path / "run"
+    shm = set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*"))
     p = launch(base_args(tiny_dirs["bert"], out), launcher=launcher)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    # DeepSpeed's CPU all-reduce buffers (66 MB per rank) are unlinked at exit, not left in RAM
+    assert not set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*")) - shm
     r = result(out)
     assert r["world_size"] == 2
     assert r["backend"] == ("fsdp" if launcher == "fsdp" else "deepspeed")

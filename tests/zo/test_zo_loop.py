@@ -110,18 +110,51 @@ def test_zo_head_lr_drives_the_head_and_probe(tiny_dirs, need_data, tmp_path):
     assert result(tmp_path / "other")["probe"]["loss_after"] != result(tmp_path / "default")["probe"]["loss_after"]
 
 
-def test_fit_head_on_cached_features():
+def test_gathered_head_fits_cached_features():
+    """The probe's fit: full-batch AdamW on cached inputs, written back into the module."""
+    import types
     import torch
-    from beft.probe import fit_head, head_module
+    from beft.config import TrainConfig
+    from beft.probe import head_module
+    from beft.zo import direct
+    from beft.zo_head import GatheredHead
     torch.manual_seed(0)
     x = torch.randn(200, 8)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()                 # linearly separable
-    head = torch.nn.Linear(8, 2)
-    r = fit_head(head, x, y, torch.nn.functional.cross_entropy, steps=200, lr=5e-2)
-    assert r["loss_after"] < 0.3 < r["loss_before"]
-    assert (head(x).argmax(-1) == y).float().mean() > 0.95
     model = torch.nn.Module()
-    model.classifier = head
-    assert head_module(model, ["classifier"]) is head
-    with pytest.raises(ValueError, match="one head module"):
-        head_module(model, ["classifier", "score"])
+    model.classifier = torch.nn.Linear(8, 2)
+    backend = types.SimpleNamespace(full_state=lambda d: {k: v.detach().clone() for k, v in d.items()},
+                                    full_access=direct)
+    params = dict(model.named_parameters())
+    head = GatheredHead(head_module(model, list(params)), "classifier", params, backend, TrainConfig(), 1e-2,
+                        lambda step: 1.0)
+    r = head.fit(x, y, torch.nn.functional.cross_entropy, steps=200, lr=5e-2, total=200)
+    assert r["loss_after"] < 0.3 < r["loss_before"]
+    assert (model.classifier(x).argmax(-1) == y).float().mean() > 0.95    # written back into the module
+    before = model.classifier.weight.detach().clone()
+    head.step(x[:16], y[:16], torch.nn.functional.cross_entropy)
+    assert not torch.equal(before, model.classifier.weight)
+    with pytest.raises(ValueError, match="one module"):
+        head_module(model, ["classifier.weight", "score.weight"])
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+@pytest.mark.parametrize("launcher", ["fsdp", "deepspeed:zero3"])
+def test_encoder_head_first_order_and_probe_on_two_ranks(launcher, tiny_dirs, need_data, tmp_path):
+    """A new encoder head, probed and then trained first-order beside ZO biases, on 2 sharded ranks
+    ends where one process does (the head on gathered copies, its gradient averaged over ranks)."""
+    kw = {**ZO, "zo.probe": "true", "zo.probe_steps": 20, "zo.perturb": "example", "max_steps": 4}
+    assert launch(base_args(tiny_dirs["bert"], tmp_path / "one", **kw)).returncode == 0
+    p = launch(base_args(tiny_dirs["bert"], tmp_path / "two", **kw), launcher=launcher)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert result(tmp_path / "two")["sharding_rank0"]["frozen_local_numel"] > 0
+    one, two = adapter(tmp_path / "one"), adapter(tmp_path / "two")
+    head = [k for k in one if k.startswith("classifier.")]
+    assert head and max_diff({k: one[k] for k in head}, {k: two[k] for k in head}) <= 1e-6
+    # ZO's (L+ - L-) / 2eps magnifies the rounding of per-example losses (each rank pads its own 4
+    # examples) by 500, and ZO-Adam's early steps further: ~1e-4 after 4 steps; a wrong z or
+    # gradient moves a bias by about lr = 1e-2
+    assert max_diff(one, two) <= 5e-4
+    p1, p2 = result(tmp_path / "one")["probe"], result(tmp_path / "two")["probe"]
+    assert p2["examples"] == 64 and abs(p1["loss_after"] - p2["loss_after"]) <= 1e-5
