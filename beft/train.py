@@ -162,8 +162,9 @@ class Trainer:
         dist.barrier()
 
     def _build_zo(self):
-        """Forward-only training of the selected biases; a new task head either trains by
-        backpropagation through the head alone (zo.head=first_order, one process) or stays frozen."""
+        """Forward-only training of the selected biases (or their reparametrisation); a new task
+        head either trains by backpropagation through the head alone on gathered copies
+        (zo.head=first_order, beft/zo_head.py, every backend) or stays frozen."""
         from .zo import ZOOptimizer
         cfg = self.cfg
         head = set(self.selection.head) if self.selection is not None else set()
