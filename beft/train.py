@@ -168,8 +168,9 @@ class Trainer:
         from .zo import ZOOptimizer
         cfg = self.cfg
         head = set(self.selection.head) if self.selection is not None else set()
+        head_names = [n for n in self.params if n in head]
         biases = [n for n in self.params if n not in head]   # the biases, or their reparametrisation's tensors
-        self.zo_head = [n for n in self.params if n not in biases] if cfg.zo.head == "first_order" else []
+        self.zo_head = head_names if cfg.zo.head == "first_order" else []
         self.zo_biases = biases
         self.zo_sites = self._example_sites() if cfg.zo.perturb == "example" else []
         if cfg.zo.probe:
@@ -180,9 +181,8 @@ class Trainer:
         if self.zo_head or cfg.zo.probe:   # the new head trains (or is probed) first-order on gathered copies
             from .probe import head_module, head_root
             from .zo_head import GatheredHead
-            names = [n for n in self.params if n in self.selection.head]
-            self.gathered_head = GatheredHead(head_module(self.model, names), head_root(names),
-                                              {n: self.params[n] for n in names}, self.backend, cfg,
+            self.gathered_head = GatheredHead(head_module(self.model, head_names), head_root(head_names),
+                                              {n: self.params[n] for n in head_names}, self.backend, cfg,
                                               self.head_lr, self.lr_fn)
         bases = None
         if cfg.zo.subspace:
