@@ -18,8 +18,9 @@ from .local import LocalBackend, rank_file, rng_state, set_rng_state
 def unlink_cpu_allreduce_buffer() -> None:
     """DeepSpeed's CPU all-reduce maps a shared-memory buffer per rank (/dev/shm/
     deepspeed_allreduce_buffer_*_ADDR_PORT_RANK, 66 MB here) and never unlinks it: every CPU run
-    left its ranks' buffers in RAM (312 of them, 21 GB, had piled up on this machine). At exit
-    this rank removes its own name; mappings still open elsewhere stay valid until unmapped."""
+    left its ranks' buffers in RAM (312 of them, 21 GB, had piled up on this machine). This rank
+    removes its own name; mappings already open (every rank maps every buffer when DeepSpeed's
+    communication starts) stay valid until unmapped, so it is safe once all ranks are past that."""
     addr, port, rank = (os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK"))
     if not (addr and port and rank):
         return
@@ -63,12 +64,16 @@ class DeepSpeedBackend(LocalBackend):
             # ZeRO-3 still partitions every weight and gathers it for the forward (ZeRO-Inference).
             engine, *_ = deepspeed.initialize(model=model, config=self.ds_config)
             self.model, self.engine, self.optimizer, self.scheduler = engine, engine, None, None
-            return params
-        optimizer, scheduler = build_optim(list(params.values()))
-        engine, opt, _, sched = deepspeed.initialize(model=model, model_parameters=list(params.values()),
-                                                     optimizer=optimizer, lr_scheduler=scheduler,
-                                                     config=self.ds_config)
-        self.model, self.optimizer, self.scheduler, self.engine = engine, opt, sched, engine
+        else:
+            optimizer, scheduler = build_optim(list(params.values()))
+            engine, opt, _, sched = deepspeed.initialize(model=model, model_parameters=list(params.values()),
+                                                         optimizer=optimizer, lr_scheduler=scheduler,
+                                                         config=self.ds_config)
+            self.model, self.optimizer, self.scheduler, self.engine = engine, opt, sched, engine
+        # every rank has mapped every CPU all-reduce buffer by now: drop the names at once, so a run
+        # killed later (SIGKILL, OOM) leaves nothing in /dev/shm either (atexit covers earlier exits)
+        dist.barrier()
+        unlink_cpu_allreduce_buffer()
         return params
 
     def autocast(self):

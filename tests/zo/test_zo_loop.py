@@ -1,4 +1,5 @@
 """optim.kind=zo through the real training loop and launchers."""
+import glob
 import json
 
 import pytest
@@ -58,8 +59,11 @@ def test_zo_zero3_kill_and_resume(tiny_dirs, need_data, tmp_path):
     """ZO under ZeRO-3 checkpoints the gathered biases + ZO state itself; SIGKILL + resume = uninterrupted."""
     args = lambda out: base_args(tiny_dirs["llama"], out, **ZO, **{"checkpoint.every_steps": 3, "resume": "true"})
     assert launch(args(tmp_path / "a"), launcher="deepspeed:zero3").returncode == 0
+    shm = set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*"))
     p = launch(args(tmp_path / "b"), launcher="deepspeed:zero3", env={"BEFT_KILL_AFTER_STEP": "11"})
     assert p.returncode != 0 and not (tmp_path / "b" / "result.json").exists()
+    # the killed ranks ran no exit handler, yet left no 66 MB CPU all-reduce buffer in /dev/shm
+    assert not set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*")) - shm
     p = launch(args(tmp_path / "b"), launcher="deepspeed:zero3")
     assert p.returncode == 0 and "resumed from step 9" in p.stdout, (p.stdout + p.stderr)[-3000:]
     assert max_diff(adapter(tmp_path / "a"), adapter(tmp_path / "b")) <= 1e-6
