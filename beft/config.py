@@ -84,7 +84,8 @@ class PeftConfig:
 class ZOConfig:
     """optim.kind=zo: SPSA / MeZO-style updates of the selected biases (beft/zo.py)."""
     eps: float = 1e-3                # perturbation scale
-    n: int = 1                       # perturbations per step (2 forward passes each)
+    n: int = 1                       # perturbations per step (2 forward passes each; forward: 1 each + 1 shared)
+    difference: str = "central"      # central: (L(+eps z) - L(-eps z)) / 2eps | forward: (L(+eps z) - L(theta)) / eps
     update: str = "sgd"              # sgd | adam (moments over the few trained values)
     subspace: int = 0                # value biases only: perturb along the k top right-singular directions of W_o (0: all)
     perturb: str = "batch"           # batch: one z per step (MeZO) | example: one z per example (method=bias/bitfit)
@@ -136,7 +137,7 @@ class TrainConfig:
                    "arch": ("auto", "encoder", "decoder"), "precision": ("auto", "fp32", "bf16", "fp16"),
                    "quant": ("none", "8bit", "4bit"), "backend": ("local", "deepspeed", "fsdp"),
                    "optim.schedule": ("linear", "constant"), "optim.kind": ("adamw", "zo"),
-                   "zo.update": ("sgd", "adam"), "zo.perturb": ("batch", "example"), "zo.head": ("first_order", "freeze"), "data.train_objective": ("ce", "lm"),
+                   "zo.update": ("sgd", "adam"), "zo.perturb": ("batch", "example"), "zo.difference": ("central", "forward"), "zo.head": ("first_order", "freeze"), "data.train_objective": ("ce", "lm"),
                    "rank.measure": ("projection", "magnitude", "fisher")}
         for key, allowed in choices.items():
             value = _get(self, key)

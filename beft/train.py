@@ -194,13 +194,15 @@ class Trainer:
             bases = [found[n] for n in biases]
         return ZOOptimizer([self.params[n] for n in biases], lr=cfg.lr, eps=cfg.zo.eps, n=cfg.zo.n, seed=cfg.seed,
                            update=cfg.zo.update, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
-                           full_access=self.backend.full_access, bases=bases)
+                           full_access=self.backend.full_access, bases=bases, difference=cfg.zo.difference)
 
     def zo_step(self, model, batch: dict) -> tuple[float, float]:
-        """One ZO step on the biases (two no-grad forwards per perturbation, eval mode so that
-        both see the same network), then the optional first-order step of the head. The head's
-        step reuses the first ZO forward: its input (features at the +eps point, eps-close to the
-        current ones) is recorded there, so the head costs no third pass through the model."""
+        """One ZO step on the biases (two no-grad forwards per perturbation, or one each plus a
+        shared unperturbed one with zo.difference=forward; eval mode so that all see the same
+        network), then the optional first-order step of the head. The head's step reuses the first
+        ZO forward: its input (features at the +eps point, eps-close to the current ones; with
+        forward differences the current ones exactly) is recorded there, so the head costs no
+        extra pass through the model."""
         cfg, st = self.cfg, self.state
         feats: list[torch.Tensor] = []
         hook = None
@@ -276,8 +278,9 @@ class Trainer:
                 return out + o.view(o.shape[0], *([1] * (out.dim() - 2)), o.shape[-1])
             return hook
 
-        def losses(offsets: list[torch.Tensor]) -> torch.Tensor:
-            hooks = [layer.register_forward_hook(hook_for(shift(idx, bd, offsets))) for layer, idx, bd in self.zo_sites]
+        def losses(offsets: list[torch.Tensor] | None) -> torch.Tensor:   # None: unperturbed
+            hooks = [] if offsets is None else [layer.register_forward_hook(hook_for(shift(idx, bd, offsets)))
+                                                for layer, idx, bd in self.zo_sites]
             try:
                 with self.backend.autocast():
                     return self.task.example_losses(model, batch).float()

@@ -3,7 +3,8 @@
 examples), scored on the 872-example dev set, all-MiniLM-L6-v2, seeds 1-3.
 
     python bench/zo_accuracy.py [--seeds 1 2 3] [--jobs 2] [--zo-lr 3e-3] [--tune 1e-3 1e-2] [--probe]
-                                [--perturb batch|example] [--subspace 0] [--head-lr 0] [--out bench_runs/zo_accuracy]
+                                [--perturb batch|example] [--subspace 0] [--head-lr 0] [--n 1]
+                                [--difference central|forward] [--out bench_runs/zo_accuracy]
 
 Every run goes through the normal launcher (launch/train.py, one torch thread per process,
 `--jobs` processes at once, batch 16, data.max_length=64, log_every=1):
@@ -18,7 +19,9 @@ Every run goes through the normal launcher (launch/train.py, one torch thread pe
 4. ZO b_v for every seed with N steps (optim.kind=zo, zo.n=1, zo.eps=1e-3, zo.update=adam; the
    new classifier head trains first-order: zo.head=first_order, the loop's default, with lr
    --head-lr, 0: the ZO lr; zo.perturb=--perturb: one z per step, or one per example;
-   zo.subspace=--subspace: z along the k top right-singular directions of each layer's W_o).
+   zo.subspace=--subspace: z along the k top right-singular directions of each layer's W_o;
+   zo.n=--n draws per step, zo.difference=--difference: central, 2 passes per draw, or forward,
+   1 per draw + 1 shared unperturbed pass).
 Finished runs are reused (a result.json in the run folder), never overwritten.
 """
 from __future__ import annotations
@@ -100,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--perturb", choices=("batch", "example"), default="batch", help="zo.perturb")
     ap.add_argument("--subspace", type=int, default=0, help="zo.subspace (0: every direction)")
     ap.add_argument("--head-lr", type=float, default=0.0, help="zo.head_lr (the head's AdamW and probe; 0: the ZO lr)")
+    ap.add_argument("--n", type=int, default=1, help="zo.n (draws per step)")
+    ap.add_argument("--difference", choices=("central", "forward"), default="central", help="zo.difference")
     ap.add_argument("--out", default=str(ROOT / "bench_runs" / "zo_accuracy"))
     args = ap.parse_args(argv)
     root = Path(args.out)
@@ -114,6 +119,10 @@ def main(argv=None) -> int:
         ZO = {**ZO, "zo.head_lr": args.head_lr}
     if args.subspace:
         ZO = {**ZO, "zo.subspace": args.subspace}
+    if args.n != 1:
+        ZO = {**ZO, "zo.n": args.n}
+    if args.difference != "central":
+        ZO = {**ZO, "zo.difference": args.difference}
     s1 = args.seeds[0]
     fo_kv = {**FIRST_ORDER, "epochs": args.fo_epochs}
     n_fo = args.fo_epochs * (1000 // COMMON["batch_size"])

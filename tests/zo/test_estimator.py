@@ -43,3 +43,37 @@ def test_same_seed_same_run_and_descends():
     assert lb[-1] < 0.5 * lb[0]
     c, _ = run(4)
     assert not torch.equal(a, c)
+
+
+def test_forward_differences_share_one_unperturbed_pass():
+    """difference=forward: L(theta) is measured once per step and shared by the n draws (n + 1
+    passes, not 2n); each projection is (L(theta + eps z) - L(theta)) / eps, which for a quadratic
+    is exactly grad.z + eps/2 z'Az; the parameters come back bit-identical at lr 0."""
+    torch.manual_seed(0)
+    p = [torch.randn(3), torch.randn(2)]
+    before = [q.clone() for q in p]
+    M = torch.randn(5, 5)
+    A, b = M @ M.T + torch.eye(5), torch.randn(5)
+    calls = []
+
+    def loss():
+        calls.append(torch.cat([q.flatten() for q in p]).clone())
+        return _quadratic(p, A, b)
+    opt = ZOOptimizer(p, lr=0.0, eps=1e-2, n=3, seed=7, difference="forward")
+    out = opt.step(loss, step=4)
+    x = torch.cat([q.flatten() for q in before]).double()
+    assert len(calls) == 4 and torch.equal(calls[0], x.float())      # the unperturbed pass comes first
+    grad = A.double() @ x - b.double()
+    zs = [torch.cat([t.flatten() for t in perturbation([q.shape for q in p], opt.z_seed(4, i))]).double() for i in range(3)]
+    expected = sum(float(grad @ z + 0.005 * z @ A.double() @ z) for z in zs) / 3
+    assert abs(out["projected_grad"] - expected) < 1e-2 * max(1.0, abs(expected))
+    assert out["loss"] == _quadratic(before, A, b)
+    assert all(torch.equal(a, c) for a, c in zip(p, before))
+    central = ZOOptimizer([q.clone() for q in before], lr=0.0, eps=1e-2, n=3, seed=7)
+    assert abs(central.step(lambda: _quadratic(central.params, A, b), step=4)["projected_grad"] - expected) > 1e-3
+
+
+def test_unknown_difference_is_refused():
+    import pytest
+    with pytest.raises(ValueError, match="central or forward"):
+        ZOOptimizer([torch.zeros(2)], lr=0.1, difference="backward")

@@ -43,6 +43,32 @@ def test_step_examples_is_the_mean_of_per_example_projections():
                                                   for m, v in zip(mats, vecs)) / B), rel=1e-3)
 
 
+def test_step_examples_forward_differences():
+    """difference=forward: one unperturbed pass (losses_fn(None)) then one per draw; with SGD the
+    update is -lr * mean_e ((L_e(x + eps z_e) - L_e(x)) / eps) z_e, i.e. (grad_e.z_e + eps/2 z_e'A_e z_e) z_e."""
+    torch.manual_seed(0)
+    B, eps, lr = 3, 1e-2, 0.1
+    p = [torch.randn(4)]
+    mats = [(lambda M: M @ M.T + torch.eye(4))(torch.randn(4, 4)).double() for _ in range(B)]
+    x0 = p[0].double().clone()
+    calls = []
+
+    def losses(offsets):
+        calls.append(offsets)
+        x = [x0 + (0 if offsets is None else offsets[0][e].double()) for e in range(B)]
+        return torch.stack([0.5 * x[e] @ mats[e] @ x[e] for e in range(B)])
+    opt = ZOOptimizer(p, lr=lr, eps=eps, n=2, seed=5, update="sgd", difference="forward")
+    out = opt.step_examples(losses, step=1, examples=list(range(B)), total=B)
+    assert len(calls) == 3 and calls[0] is None and all(c is not None for c in calls[1:])
+    expected = torch.zeros(4, dtype=torch.float64)
+    for e in range(B):
+        for i in range(2):
+            z = perturbation([(4,)], opt.z_seed(1, e * 2 + i))[0].double()
+            expected += ((mats[e] @ x0) @ z + eps / 2 * z @ mats[e] @ z) * z / (B * 2)
+    assert torch.allclose((x0 - p[0].double()) / lr, expected, rtol=1e-3, atol=1e-4 * expected.abs().max())
+    assert out["loss"] == pytest.approx(float(sum(0.5 * x0 @ m @ x0 for m in mats) / B), rel=1e-6)
+
+
 def test_zero_lr_leaves_parameters_bit_identical():
     p = [torch.randn(6)]
     before = p[0].clone()
@@ -100,12 +126,14 @@ def test_loop_trains_biases_and_reparam(tiny_dirs, need_data, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.dist
-@pytest.mark.parametrize("launcher", ["fsdp", "deepspeed:zero3"])
-def test_two_ranks_equal_one(launcher, tiny_dirs, need_data, tmp_path):
+@pytest.mark.parametrize("launcher,difference", [("fsdp", "central"), ("deepspeed:zero3", "central"),
+                                                 ("fsdp", "forward")])
+def test_two_ranks_equal_one(launcher, difference, tiny_dirs, need_data, tmp_path):
     """Each example draws its z from its index in the global batch, so 2 ranks (4 examples each)
-    end with a 1-process run's biases."""
-    assert launch(base_args(tiny_dirs["llama"], tmp_path / "one", **ZO)).returncode == 0
-    p = launch(base_args(tiny_dirs["llama"], tmp_path / "two", **ZO), launcher=launcher)
+    end with a 1-process run's biases (central and forward differences)."""
+    kw = {**ZO, "zo.difference": difference}
+    assert launch(base_args(tiny_dirs["llama"], tmp_path / "one", **kw)).returncode == 0
+    p = launch(base_args(tiny_dirs["llama"], tmp_path / "two", **kw), launcher=launcher)
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     assert result(tmp_path / "two")["sharding_rank0"]["frozen_local_numel"] > 0
     assert max_diff(adapter(tmp_path / "one"), adapter(tmp_path / "two")) <= 1e-4
