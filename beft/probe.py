@@ -28,8 +28,10 @@ def head_module(model: nn.Module, head: list[str]) -> nn.Module:
 
 
 @torch.no_grad()
-def head_inputs(model: nn.Module, module: nn.Module, batches, logits) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs of `module` over all batches, their labels): `logits(model, batch)` runs the model."""
+def head_inputs(model: nn.Module, module: nn.Module, batches, logits) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(inputs of `module`, labels) per batch: `logits(model, batch)` runs the model. Kept per batch:
+    heads that take the whole sequence (RoBERTa, ELECTRA: (B, T, H)) see a different T in every
+    batch (each is padded to its own longest example)."""
     seen: list[torch.Tensor] = []
     hook = module.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
     labels = []
@@ -42,4 +44,4 @@ def head_inputs(model: nn.Module, module: nn.Module, batches, logits) -> tuple[t
     finally:
         hook.remove()
         model.train(was)
-    return torch.cat(seen), torch.cat(labels)
+    return seen, labels

@@ -192,6 +192,13 @@ class Trainer:
             except ValueError as e:
                 raise TrainingError(str(e)) from None
             bases = [found[n] for n in biases]
+        elif self.selection is not None:
+            # fused qkv biases (GPT-NeoX, Phi-3): only the selected slice is perturbed and updated
+            # (first-order masks the gradient; ZO draws z over those entries alone, on every backend)
+            sliced = {s.param_name: s.index.cpu() for s in self.selection.sites
+                      if s.index is not None and s.index.numel() < s.module.out_features}
+            if any(n in sliced for n in biases):
+                bases = [sliced.get(n) for n in biases]
         return ZOOptimizer([self.params[n] for n in biases], lr=cfg.lr, eps=cfg.zo.eps, n=cfg.zo.n, seed=cfg.seed,
                            update=cfg.zo.update, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
                            full_access=self.backend.full_access, bases=bases, difference=cfg.zo.difference)
@@ -303,10 +310,10 @@ class Trainer:
         t = time.perf_counter()
         try:
             with self.backend.autocast():
-                x, y = head_inputs(self.backend.model, self.gathered_head.module, batches, self.task.logits)
+                xs, ys = head_inputs(self.backend.model, self.gathered_head.module, batches, self.task.logits)
         finally:
             self.backend.release()
-        report = self.gathered_head.fit(x, y, self.task.loss_from_logits, cfg.zo.probe_steps, self.head_lr, n)
+        report = self.gathered_head.fit(xs, ys, self.task.loss_from_logits, cfg.zo.probe_steps, self.head_lr, n)
         report["seconds"] = time.perf_counter() - t
         self.state["probe"] = report
         if self.rank0:

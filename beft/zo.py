@@ -35,6 +35,29 @@ def perturbation(shapes: list[torch.Size], seed: int) -> list[torch.Tensor]:
     return [torch.randn(s, generator=g, dtype=torch.float32) for s in shapes]
 
 
+def _expand(basis: torch.Tensor, x: torch.Tensor, shape) -> torch.Tensor:
+    """Coordinates x in a basis -> the full tensor: P x (matrix basis), or x at the indices."""
+    if basis.dim() == 2:
+        return (basis @ x.to(basis)).view(shape)
+    out = torch.zeros(int(torch.Size(shape).numel()), dtype=x.dtype, device=x.device)
+    out[basis.to(x.device)] = x
+    return out.view(shape)
+
+
+def _coords(basis: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A full tensor -> its coordinates in a basis: P^T t, or the entries at the indices."""
+    flat = t.reshape(-1)
+    return basis.T @ flat.to(basis) if basis.dim() == 2 else flat[basis.to(flat.device)]
+
+
+def _mix(x: int) -> int:
+    """SplitMix64's finaliser: a bijective 64-bit mix."""
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
 class ZOOptimizer:
     def __init__(self, params: list[torch.Tensor], *, lr: float, eps: float = 1e-3, n: int = 1, seed: int = 0,
                  update: str = "sgd", betas=(0.9, 0.999), adam_eps: float = 1e-8, weight_decay: float = 0.0,
@@ -50,20 +73,28 @@ class ZOOptimizer:
         self.params, self.lr, self.eps, self.n, self.seed = params, lr, eps, n, seed
         self.update, self.betas, self.adam_eps, self.weight_decay = update, betas, adam_eps, weight_decay
         self.full_access = full_access
-        self.bases = bases       # per tensor: None, or (numel, k) orthonormal columns that z is drawn in
+        self.bases = bases       # per tensor: None, (numel, k) orthonormal columns that z is drawn in, or an index
         self.t = 0
         self.m: list[torch.Tensor] | None = None
         self.v: list[torch.Tensor] | None = None
 
     def draw(self, shapes: list[torch.Size], seed: int) -> list[torch.Tensor]:
-        """z for one perturbation: N(0, I), or N(0, P P^T) = P xi for a tensor with a basis P."""
+        """z for one perturbation: N(0, I), or N(0, P P^T) = P xi for a tensor with a basis P
+        (a (numel, k) matrix, or a 1-D index: the only entries that move, e.g. the selected
+        slice of a fused qkv bias)."""
         if self.bases is None:
             return perturbation(shapes, seed)
-        xi = perturbation([(b.shape[1],) if b is not None else s for b, s in zip(self.bases, shapes)], seed)
-        return [x if b is None else (b @ x).view(s) for b, x, s in zip(self.bases, xi, shapes)]
+        xi = perturbation([s if b is None else (b.shape[-1] if b.dim() == 2 else b.numel(),) for b, s in
+                           zip(self.bases, shapes)], seed)
+        return [x if b is None else _expand(b, x, s) for b, x, s in zip(self.bases, xi, shapes)]
 
     def z_seed(self, step: int, i: int) -> int:
-        return (self.seed * 1_000_003 + step * 1_009 + i) % (2**63 - 1)
+        """The seed of draw i of a step. The linear form is unique while i < 1009 and step < 991
+        (then distinct seeds never share a draw either); beyond that a 64-bit mix keeps draws of
+        large batches x zo.n, and of long runs, from repeating earlier steps' or other seeds'."""
+        if 0 <= i < 1_009 and 0 <= step < 991:
+            return (self.seed * 1_000_003 + step * 1_009 + i) % (2**63 - 1)
+        return _mix(_mix(_mix(self.seed) ^ step) ^ i) % (2**63 - 1)
 
     @torch.no_grad()
     def step(self, loss_fn: Callable[[], float], step: int, lr: float | None = None) -> dict:
@@ -148,16 +179,20 @@ class ZOOptimizer:
         return {"loss": stats[0].item() / count, "projected_grad": stats[1].item() / count}
 
     def _apply(self, full: list[torch.Tensor], theta0: list[torch.Tensor], ghat: list[torch.Tensor], lr: float) -> None:
+        """theta0 - lr (direction + weight decay); for a tensor with a basis both stay in its span
+        (Adam runs on the basis coordinates; the decay acts on theta0's part in the span)."""
+        bases = self.bases or [None] * len(full)
         if self.update == "sgd":
             direction = ghat
         elif self.bases is None:
             direction = self._adam(ghat)
-        else:   # Adam on the basis coordinates (ghat lies in the span), so the update stays in it
-            coords = [g if b is None else b.T @ g.reshape(-1).to(b) for g, b in zip(ghat, self.bases)]
-            direction = [d if b is None else (b @ d).view(g.shape)
-                         for d, b, g in zip(self._adam(coords), self.bases, ghat)]
-        for p, p0, d in zip(full, theta0, direction):
-            new = p0.float() * (1 - lr * self.weight_decay) - lr * d.to(p0.device)
+        else:
+            coords = [g if b is None else _coords(b, g) for g, b in zip(ghat, bases)]
+            direction = [d if b is None else _expand(b, d, g.shape) for d, b, g in zip(self._adam(coords), bases, ghat)]
+        for p, p0, d, b in zip(full, theta0, direction, bases):
+            x0 = p0.float()
+            decay = x0 if b is None else _expand(b, _coords(b, x0.cpu()), x0.shape).to(x0.device)
+            new = x0 - lr * (self.weight_decay * decay + d.to(p0.device))
             p.copy_(new.to(p.dtype))
 
     def _adam(self, ghat: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -167,6 +202,9 @@ class ZOOptimizer:
             self.v = [torch.zeros_like(g) for g in ghat]
         self.t += 1
         out = []
+        if any(m.device != g.device for m, g in zip(self.m, ghat)):   # state restored on the CPU
+            self.m = [m.to(g.device) for m, g in zip(self.m, ghat)]
+            self.v = [v.to(g.device) for v, g in zip(self.v, ghat)]
         for g, m, v in zip(ghat, self.m, self.v):
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)

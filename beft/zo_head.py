@@ -41,7 +41,7 @@ class GatheredHead:
         self.names = list(params)
         self.targets = [params[n] for n in self.names]
         self.keys = [n[len(root) + 1:] for n in self.names]          # names inside the head module
-        self.copies = [t.float().requires_grad_() for t in self._read()]
+        self.copies = [t.to(backend.device).requires_grad_() for t in self._read()]   # beside the features
         o = cfg.optim
         self.opt = torch.optim.AdamW(self.copies, lr=lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_fn)
@@ -58,7 +58,7 @@ class GatheredHead:
         """Set .grad to the all-rank sum of weight * d loss (weight: this rank's share)."""
         grads = torch.autograd.grad(loss * weight, self.copies)
         for c, g in zip(self.copies, dist.sum_tensors(list(grads))):
-            c.grad = g
+            c.grad = g.to(c.device)
 
     def write(self) -> None:
         with torch.no_grad(), self.backend.full_access(self.targets) as (full, sync):
@@ -76,23 +76,27 @@ class GatheredHead:
         self.opt.zero_grad(set_to_none=True)
         self.write()
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor, loss_fn, steps: int, lr: float, total: int) -> dict:
+    def fit(self, xs: list[torch.Tensor], ys: list[torch.Tensor], loss_fn, steps: int, lr: float, total: int) -> dict:
         """The probe: `steps` full-batch AdamW steps on the cached inputs of all ranks' examples
-        (x, y: this rank's; total: all ranks' count), the head in eval mode (no dropout)."""
+        (xs, ys: this rank's, in chunks; total: all ranks' count), the head in eval mode (no dropout)."""
         opt = torch.optim.AdamW(self.copies, lr=lr, weight_decay=0.0)
         was = self.module.training
         self.module.eval()
-        share = x.shape[0] / total
+        local = sum(int(y.shape[0]) for y in ys)
+        share = local / total
+
+        def loss() -> torch.Tensor:   # the mean over this rank's examples
+            return sum(loss_fn(self(x), y) * (y.shape[0] / local) for x, y in zip(xs, ys))
         losses = []
         with torch.enable_grad():
             for _ in range(steps):
-                loss = loss_fn(self(x), y)
-                losses.append(loss.detach() * share)
-                self._mean_grad(loss, share)
+                value = loss()
+                losses.append(value.detach() * share)
+                self._mean_grad(value, share)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             with torch.no_grad():
-                losses.append(loss_fn(self(x), y) * share)
+                losses.append(loss() * share)
         self.module.train(was)
         first, final = dist.sum_tensors([losses[0], losses[-1]])
         self.write()

@@ -77,3 +77,36 @@ def test_unknown_difference_is_refused():
     import pytest
     with pytest.raises(ValueError, match="central or forward"):
         ZOOptimizer([torch.zeros(2)], lr=0.1, difference="backward")
+
+
+def test_draw_seeds_never_repeat():
+    """Draw i of a step: unique within a run even for batch x zo.n > 1,009 draws a step, and never
+    shared between seeds; the runs that could not collide keep their old seeds (same results)."""
+    opt = ZOOptimizer([torch.zeros(2)], lr=0.1, seed=1)
+    seeds = [opt.z_seed(s, i) for s in range(3) for i in range(2048)]
+    assert len(set(seeds)) == len(seeds)
+    assert opt.z_seed(7, 15) == 1 * 1_000_003 + 7 * 1_009 + 15
+    other = ZOOptimizer([torch.zeros(2)], lr=0.1, seed=0)
+    assert not {other.z_seed(s, i) for s in range(985, 1000) for i in range(100)} & {opt.z_seed(0, i) for i in range(100)}
+
+
+def test_index_basis_moves_only_those_entries():
+    """A 1-D index basis (the selected slice of a fused bias): z and the update touch those entries alone."""
+    p = [torch.randn(9)]
+    start = p[0].clone()
+    idx = torch.tensor([6, 7, 8])
+    opt = ZOOptimizer(p, lr=0.1, eps=1e-3, seed=0, update="adam", bases=[idx], weight_decay=0.1)
+    assert torch.count_nonzero(opt.draw([p[0].shape], 3)[0][:6]) == 0
+    for s in range(3):
+        opt.step(lambda: float(((p[0] - 1) ** 2).sum()), step=s)
+    assert torch.equal(p[0][:6], start[:6]) and (p[0][6:] - start[6:]).abs().min() > 0
+
+
+def test_adam_state_follows_the_parameters_device():
+    """Resumed Adam moments come back on the CPU (map_location="cpu"); the step moves them beside
+    the estimate (meta stands in for a GPU)."""
+    p = [torch.zeros(4, device="meta")]
+    opt = ZOOptimizer(p, lr=0.1, seed=0, update="adam")
+    opt.load_state_dict({"t": 3, "m": [torch.zeros(4)], "v": [torch.ones(4)]})
+    opt.step(lambda: 0.0, step=3)
+    assert opt.m[0].device.type == "meta" and opt.t == 4

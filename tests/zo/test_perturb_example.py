@@ -78,7 +78,7 @@ def test_zero_lr_leaves_parameters_bit_identical():
 
 
 def _trainer(model, out, task, **kw):
-    args = base_args(model, out, task=task, **ZO, **kw) + [f"data_dir={DATA_DIR}"]
+    args = base_args(model, out, task=task, **{**ZO, **kw}) + [f"data_dir={DATA_DIR}"]
     t = Trainer(load_config(None, args))
     t.setup()
     return t
@@ -137,3 +137,21 @@ def test_two_ranks_equal_one(launcher, difference, tiny_dirs, need_data, tmp_pat
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     assert result(tmp_path / "two")["sharding_rank0"]["frozen_local_numel"] > 0
     assert max_diff(adapter(tmp_path / "one"), adapter(tmp_path / "two")) <= 1e-4
+
+
+@pytest.mark.parametrize("perturb", ["batch", "example"])
+def test_fused_qkv_moves_only_the_selected_slice(perturb, need_data, tmp_path):
+    """GPT-NeoX's fused query_key_value bias with bias=v: ZO perturbs and updates the v slice only
+    (first-order masks the gradient; ZO drew z over all of q, k, v before, and outside one process
+    nothing put q and k back)."""
+    from tiny import save_tiny
+    t = _trainer(save_tiny("gpt_neox", tmp_path / "neox"), tmp_path / "run", "sst2", **{"zo.perturb": perturb})
+    (param, frozen, _), *_ = t.selection.frozen_slices
+    before = param.detach().clone()
+    order = t.order(0)
+    batch = t.to_device(t.task.collate(t.tokenizer, [t.splits.train[i] for i in order[:8]], 32))
+    t.zo_step(t.backend.model, batch)          # no after_step: ZO alone must keep the slice
+    moved = (param.detach() - before).abs()
+    trained = torch.ones(param.numel(), dtype=torch.bool)
+    trained[frozen] = False
+    assert moved[frozen].max() == 0 and moved[trained].min() > 0

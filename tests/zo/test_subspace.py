@@ -48,12 +48,14 @@ def test_top_directions_are_the_leading_right_singular_vectors():
     torch.testing.assert_close((p @ p.T), v[:, :2] @ v[:, :2].T, atol=1e-5, rtol=0)   # same span
 
 
-def test_updates_stay_in_the_span():
+@pytest.mark.parametrize("update,weight_decay", [("adam", 0.0), ("adam", 0.5), ("sgd", 0.5)])
+def test_updates_stay_in_the_span(update, weight_decay):
+    """Also with weight decay (it acts on the start's part in the span only)."""
     torch.manual_seed(2)
     basis, _ = torch.linalg.qr(torch.randn(8, 3))
     p = [torch.randn(8), torch.randn(4)]
     start = [q.clone() for q in p]
-    opt = ZOOptimizer(p, lr=0.1, eps=1e-3, n=1, seed=0, update="adam", bases=[basis, None])
+    opt = ZOOptimizer(p, lr=0.1, eps=1e-3, n=1, seed=0, update=update, bases=[basis, None], weight_decay=weight_decay)
     for s in range(5):
         opt.step_examples(lambda offs: ((p[0] + offs[0] - 1) ** 2).sum(-1) + (offs[1] ** 2).sum(-1), s, [0, 1], 2)
     moved = p[0] - start[0]

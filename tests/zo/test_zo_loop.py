@@ -130,11 +130,19 @@ def test_gathered_head_fits_cached_features():
     model = torch.nn.Module()
     model.classifier = torch.nn.Linear(8, 2)
     backend = types.SimpleNamespace(full_state=lambda d: {k: v.detach().clone() for k, v in d.items()},
-                                    full_access=direct)
+                                    full_access=direct, device=torch.device("cpu"))
     params = dict(model.named_parameters())
-    head = GatheredHead(head_module(model, list(params)), "classifier", params, backend, TrainConfig(), 1e-2,
-                        lambda step: 1.0)
-    r = head.fit(x, y, torch.nn.functional.cross_entropy, steps=200, lr=5e-2, total=200)
+    init = {k: v.detach().clone() for k, v in params.items()}
+
+    def fit(chunks):
+        model.load_state_dict(init)
+        head = GatheredHead(head_module(model, list(params)), "classifier", params, backend, TrainConfig(), 1e-2,
+                            lambda step: 1.0)
+        return head, head.fit(list(x.split(chunks)), list(y.split(chunks)), torch.nn.functional.cross_entropy,
+                              steps=200, lr=5e-2, total=200)
+    _, whole = fit(200)
+    head, r = fit([30, 90, 80])      # cached per batch (uneven batches): the same full-batch fit
+    assert r["loss_after"] == pytest.approx(whole["loss_after"], abs=1e-5)
     assert r["loss_after"] < 0.3 < r["loss_before"]
     assert (model.classifier(x).argmax(-1) == y).float().mean() > 0.95    # written back into the module
     before = model.classifier.weight.detach().clone()
@@ -142,6 +150,24 @@ def test_gathered_head_fits_cached_features():
     assert not torch.equal(before, model.classifier.weight)
     with pytest.raises(ValueError, match="one module"):
         head_module(model, ["classifier.weight", "score.weight"])
+    # the copies live on the run's device, beside the features (meta stands in for a GPU here)
+    meta = types.SimpleNamespace(**{**vars(backend), "device": torch.device("meta")})
+    on_meta = GatheredHead(head_module(model, list(params)), "classifier", params, meta, TrainConfig(), 1e-2,
+                           lambda step: 1.0)
+    assert {c.device.type for c in on_meta.copies} == {"meta"}
+    assert on_meta(torch.empty(4, 8, device="meta")).shape == (4, 2)
+
+
+def test_probe_on_a_sequence_head(need_data, tmp_path):
+    """RoBERTa's head takes the whole sequence (B, T, H) and every probe batch is padded to its own
+    length: the probe keeps them per batch (a torch.cat over batches of different T crashed)."""
+    from tiny import save_tiny
+    model = save_tiny("roberta", tmp_path / "roberta")
+    p = launch(base_args(model, tmp_path / "r", **ZO, **{"zo.probe": "true", "zo.probe_steps": 20,
+                                                         "data.eval_batch_size": 8}))
+    assert p.returncode == 0, p.stderr[-3000:]
+    pr = result(tmp_path / "r")["probe"]
+    assert pr["examples"] == 64 and pr["loss_after"] < pr["loss_before"]
 
 
 @pytest.mark.slow
