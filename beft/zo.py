@@ -77,6 +77,7 @@ class ZOOptimizer:
         self.t = 0
         self.m: list[torch.Tensor] | None = None
         self.v: list[torch.Tensor] | None = None
+        self.master: list[torch.Tensor] | None = None   # fp32 values of 16-bit parameters
 
     def draw(self, shapes: list[torch.Size], seed: int) -> list[torch.Tensor]:
         """z for one perturbation: N(0, I), or N(0, P P^T) = P xi for a tensor with a basis P
@@ -101,7 +102,7 @@ class ZOOptimizer:
         """One ZO step; loss_fn() must return the all-rank mean loss as a float."""
         lr = self.lr if lr is None else lr
         with self.full_access(self.params) as (full, sync):
-            theta0 = [p.detach().clone() for p in full]
+            theta0 = self._start(full)
             shapes = [p.shape for p in full]
             projected, losses = [], []
             base = None if self.central else loss_fn()      # forward differences: L(theta), once
@@ -174,9 +175,20 @@ class ZOOptimizer:
             return {"loss": float("nan"), "projected_grad": float("nan")}
         count = total * self.n
         with self.full_access(self.params) as (full, sync):
-            self._apply(full, [p.detach().clone() for p in full], [g / count for g in ghat], lr)
+            self._apply(full, self._start(full), [g / count for g in ghat], lr)
             sync()
         return {"loss": stats[0].item() / count, "projected_grad": stats[1].item() / count}
+
+    def _start(self, full: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The values before the step. 16-bit parameters (DeepSpeed bf16 / fp16) would round away
+        updates smaller than half their resolution (2e-3 at |b| = 0.5 in bf16), so their fp32
+        values are kept here and updated instead; the model sees them rounded."""
+        if all(p.dtype == torch.float32 for p in full):
+            return [p.detach().clone() for p in full]
+        if self.master is None:
+            self.master = [p.detach().float().clone() for p in full]
+        self.master = [m.to(p.device) for m, p in zip(self.master, full)]
+        return [m.clone() for m in self.master]
 
     def _apply(self, full: list[torch.Tensor], theta0: list[torch.Tensor], ghat: list[torch.Tensor], lr: float) -> None:
         """theta0 - lr (direction + weight decay); for a tensor with a basis both stay in its span
@@ -189,11 +201,14 @@ class ZOOptimizer:
         else:
             coords = [g if b is None else _coords(b, g) for g, b in zip(ghat, bases)]
             direction = [d if b is None else _expand(b, d, g.shape) for d, b, g in zip(self._adam(coords), bases, ghat)]
+        news = []
         for p, p0, d, b in zip(full, theta0, direction, bases):
             x0 = p0.float()
             decay = x0 if b is None else _expand(b, _coords(b, x0.cpu()), x0.shape).to(x0.device)
-            new = x0 - lr * (self.weight_decay * decay + d.to(p0.device))
-            p.copy_(new.to(p.dtype))
+            news.append(x0 - lr * (self.weight_decay * decay + d.to(p0.device)))
+            p.copy_(news[-1].to(p.dtype))
+        if self.master is not None:
+            self.master = news
 
     def _adam(self, ghat: list[torch.Tensor]) -> list[torch.Tensor]:
         b1, b2 = self.betas
@@ -213,7 +228,8 @@ class ZOOptimizer:
         return out
 
     def state_dict(self) -> dict:
-        return {"t": self.t, "m": self.m, "v": self.v}
+        return {"t": self.t, "m": self.m, "v": self.v, "master": self.master}
 
     def load_state_dict(self, state: dict) -> None:
         self.t, self.m, self.v = state["t"], state["m"], state["v"]
+        self.master = state.get("master")

@@ -110,3 +110,25 @@ def test_adam_state_follows_the_parameters_device():
     opt.load_state_dict({"t": 3, "m": [torch.zeros(4)], "v": [torch.ones(4)]})
     opt.step(lambda: 0.0, step=3)
     assert opt.m[0].device.type == "meta" and opt.t == 4
+
+
+def test_16bit_parameters_accumulate_updates_in_fp32():
+    """bf16 biases (DeepSpeed bf16): steps smaller than half a bf16 step at |b| = 0.3 (1e-3) used
+    to round away; the optimizer keeps their fp32 values, so they add up as in an fp32 run."""
+    torch.manual_seed(0)
+    c = torch.randn(64)
+
+    def run(dtype):
+        p = [torch.full((64,), 0.3, dtype=dtype)]
+        opt = ZOOptimizer(p, lr=3e-5, eps=1e-2, n=4, seed=0, update="sgd")
+        for s in range(60):
+            opt.step(lambda: float((p[0].float() * c).sum()), step=s)
+        return p[0].float(), opt
+    ref, _ = run(torch.float32)
+    low, opt = run(torch.bfloat16)
+    assert opt.master is not None and opt.master[0].dtype == torch.float32
+    moved_ref, moved = ref - 0.3, opt.master[0] - 0.3
+    assert torch.nn.functional.cosine_similarity(moved, moved_ref, dim=0) > 0.9     # was 0.31: rounded away
+    start = torch.tensor(0.3, dtype=torch.bfloat16).float()
+    assert (low - start).abs().gt(0).float().mean() > 0.5          # the model sees the accumulated change
+    assert opt.state_dict()["master"] is opt.master
