@@ -181,7 +181,11 @@ class Trainer:
         if self.zo_head or cfg.zo.probe:   # the new head trains (or is probed) first-order on gathered copies
             from .probe import head_module, head_root
             from .zo_head import GatheredHead
-            self.gathered_head = GatheredHead(head_module(self.model, head_names), head_root(head_names),
+            try:
+                root = head_root(head_names)
+            except ValueError as e:   # e.g. DeBERTa-v2: a new pooler and classifier
+                raise TrainingError(f"{e}; use zo.head=freeze (and no zo.probe) for this model") from None
+            self.gathered_head = GatheredHead(head_module(self.model, head_names), root,
                                               {n: self.params[n] for n in head_names}, self.backend, cfg,
                                               self.head_lr, self.lr_fn)
         bases = None

@@ -155,3 +155,16 @@ def test_fused_qkv_moves_only_the_selected_slice(perturb, need_data, tmp_path):
     trained = torch.ones(param.numel(), dtype=torch.bool)
     trained[frozen] = False
     assert moved[frozen].max() == 0 and moved[trained].min() > 0
+
+
+def test_head_in_two_modules_is_a_clear_error(tiny_dirs, need_data, tmp_path, monkeypatch):
+    """A new head spread over two modules (DeBERTa-v2: pooler + classifier) cannot train on
+    gathered copies: one line naming the fix, not a traceback from deep inside."""
+    import beft.probe
+    from beft.train import TrainingError
+
+    def two_roots(head):
+        raise ValueError("a first-order or probed head must be one module; the new tensors are under ['classifier', 'pooler']")
+    monkeypatch.setattr(beft.probe, "head_root", two_roots)
+    with pytest.raises(TrainingError, match="use zo.head=freeze"):
+        _trainer(tiny_dirs["bert"], tmp_path / "run", "sst2")
