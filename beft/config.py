@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -149,6 +151,22 @@ class TrainConfig:
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{key}={value} must be > 0")
+        for key in ("threads", "zo.probe_steps"):
+            if _get(self, key) < 0:
+                raise ConfigError(f"{key}={_get(self, key)} must be >= 0")
+        for key in ("data.n_train", "data.n_eval"):
+            if _get(self, key) is not None and not _get(self, key) > 0:
+                raise ConfigError(f"{key}={_get(self, key)} must be > 0 (leave it unset for the regime's size)")
+        for key in ("optim.weight_decay", "optim.grad_clip", "optim.eps"):
+            if not _get(self, key) >= 0:
+                raise ConfigError(f"{key}={_get(self, key)} must be >= 0")
+        if not all(0 <= b < 1 for b in self.optim.betas):
+            raise ConfigError(f"optim.betas={','.join(map(str, self.optim.betas))} must both be in [0, 1), e.g. 0.9,0.999")
+        for key, pattern in self.bias_patterns.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"bias_patterns: {key}={pattern!r} is not a valid regular expression ({e})") from None
         if self.eval_every < 0:
             raise ConfigError(f"eval_every={self.eval_every} must be >= 0 (0: evaluate after the last epoch only)")
         for key in ("icl.k", "reparam.vera_rank", "rank.fisher_examples", "epochs", "max_steps", "seed", "optim.warmup_steps", "checkpoint.every_steps", "log_every"):
@@ -230,9 +248,12 @@ def _coerce(value: Any, tp, key: str):
         try:
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return tp(float(value)) if tp is int and isinstance(value, str) and "e" in value.lower() else tp(value)
-        except (TypeError, ValueError):
+            out = tp(float(value)) if tp is int and isinstance(value, str) and "e" in value.lower() else tp(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{key}={value!r} is not {'an integer' if tp is int else 'a number'}") from None
+        if tp is float and not math.isfinite(out):
+            raise ConfigError(f"{key}={value!r} is not a finite number")
+        return out
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key} must be a string, got {type(value).__name__}")
@@ -287,7 +308,10 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | 
         if not path.is_file():
             raise ConfigError(f"recipe {path} does not exist")
         with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"recipe {path} is not valid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"recipe {path} must be a YAML mapping of config keys")
         for k, v in data.items():

@@ -39,17 +39,24 @@ class RunDir:
     def is_finished(self) -> bool:
         return self.result.is_file()
 
+    previous = property(lambda self: self.path / ".previous")
+
     def prepare(self, *, overwrite: bool, resume: bool) -> None:
         """Fail early: a finished result is never overwritten unless asked; the folder must be
-        writable and have room."""
+        writable and have room. overwrite=true moves the finished run aside (into .previous/;
+        with resume=true only its result.json): it comes back if the new run fails
+        (restore_previous) and is deleted once the new one has finished (drop_previous)."""
         if self.is_finished():
             if not overwrite:
                 raise OutputDirError(f"{self.path} already holds a finished result (result.json); "
                                      "pass overwrite=true or choose another output_dir")
-            self.result.unlink()
-            if not resume:
-                for p in (self.metrics, self.adapter, self.path / "checkpoints"):
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            self.drop_previous()                  # a replacement that finished but was killed before dropping it
+            self.previous.mkdir()
+            if resume:                            # the run continues from its own checkpoints
+                (self.previous / ".result_only").touch()
+            for e in self._entries():
+                if e.name == "result.json" or not resume:
+                    e.rename(self.previous / e.name)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / f".probe{os.getpid()}"
@@ -61,6 +68,29 @@ class RunDir:
         if free < MIN_FREE_BYTES:
             raise OutputDirError(f"output_dir {self.path} has only {free // 2**20} MiB free; "
                                  f"need at least {MIN_FREE_BYTES // 2**20} MiB")
+
+    def _entries(self) -> list[Path]:
+        return [e for e in self.path.iterdir() if not e.name.startswith(".")] if self.path.is_dir() else []
+
+    def restore_previous(self) -> bool:
+        """The new run failed: put the replaced finished run back (the new run's files go)."""
+        if not self.previous.is_dir():
+            return False
+        result_only = (self.previous / ".result_only").exists()
+        for e in self._entries():
+            if not result_only or e.name == "result.json":
+                shutil.rmtree(e) if e.is_dir() else e.unlink()
+        (self.previous / ".result_only").unlink(missing_ok=True)
+        for e in self.previous.iterdir():
+            target = self.path / e.name
+            if target.exists():
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            e.rename(target)
+        self.previous.rmdir()
+        return True
+
+    def drop_previous(self) -> None:
+        shutil.rmtree(self.previous, ignore_errors=True)
 
     def commit_checkpoint(self, tmp: Path) -> None:
         """Make `tmp` the last checkpoint: last -> last.old, tmp -> last, drop last.old. A kill at

@@ -10,6 +10,7 @@ import math
 import os
 import random
 import signal
+import sys
 import shutil
 import time
 from pathlib import Path
@@ -507,10 +508,30 @@ class Trainer:
         return result
 
     def run(self) -> dict | None:
-        self.setup()
-        previous = stop.install()
+        """setup, train, cleanup. If it fails (not a SIGTERM stop, which leaves a checkpoint to
+        resume): a finished run it was replacing (overwrite=true) comes back, and a folder this
+        run created is removed when the failure came before training began."""
+        created = not self.run_dir.path.exists()
+        started = False
         try:
-            self.train()
-        finally:
-            stop.restore(previous)
-        return self.cleanup()
+            self.setup()
+            started = True
+            previous = stop.install()
+            try:
+                self.train()
+            finally:
+                stop.restore(previous)
+            result = self.cleanup()
+        except stop.Stopped:
+            raise
+        except BaseException:
+            if dist.env_rank() == 0:
+                if self.run_dir.restore_previous():
+                    print(f"the run failed; the finished run it was replacing is back in {self.run_dir.path}",
+                          file=sys.stderr, flush=True)
+                elif created and not started:
+                    shutil.rmtree(self.run_dir.path, ignore_errors=True)
+            raise
+        if self.rank0:
+            self.run_dir.drop_previous()
+        return result

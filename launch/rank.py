@@ -39,6 +39,8 @@ def main(argv: list[str]) -> int:
     for a in it:
         if a == "--recipe":
             recipe = next(it, None)
+            if recipe is None:
+                raise UsageError("--recipe needs a file")
         elif a.startswith("--"):
             raise UsageError(f"unknown flag {a}; flags: --recipe FILE, --figure OUT DIR...; else key=value")
         else:
@@ -51,6 +53,10 @@ def main(argv: list[str]) -> int:
             raise UsageError(f"from_run={from_run} is not a finished run (needs config.yaml and adapter/)")
         out = next((a.split("=", 1)[1] for a in overrides if a.startswith("output_dir=")), None)
         cfg = load_config(run_dir / "config.yaml", overrides)
+        if cfg.method != "bitfit" and cfg.bias != "all":
+            raise UsageError(f"from_run={from_run} trained bias={cfg.bias} (method={cfg.method}); ranking compares "
+                             "every bias type, so it needs an all-bias fine-tune: a method=bitfit run (launch/rank.py "
+                             "without from_run makes one)")
         rank.rank_run(run_dir, out or run_dir, cfg)
         return 0
     from beft.train import Trainer

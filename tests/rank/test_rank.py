@@ -176,6 +176,11 @@ def test_rank_cli_then_bias_auto(tiny_dirs, need_data, tmp_path):
     p = launch(base_args(tiny_dirs["bert"], run2, bias="auto", rank_from=out, epochs=1))
     assert p.returncode == 0, p.stderr[-3000:]
     assert result(run2)["bias"] == picked
+    # ranking a one-target run would only "rank" that target; a bare --recipe must not start a default run
+    for bad, says in (([f"from_run={run2}"], "all-bias fine-tune"), (["--recipe"], "--recipe needs a file")):
+        p = subprocess.run([sys.executable, str(ROOT / "launch" / "rank.py"), *bad], capture_output=True, text=True,
+                           env=env, cwd=str(ROOT), timeout=600)
+        assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
 
 
 def test_config_keys():

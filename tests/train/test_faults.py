@@ -29,5 +29,17 @@ def test_finished_result_kept_unless_overwrite(tmp_path):
         run.prepare(overwrite=False, resume=False)
     with pytest.raises(OutputDirError):
         run.prepare(overwrite=False, resume=True)     # a finished run is not resumed either
-    run.prepare(overwrite=True, resume=False)
-    assert not run.result.exists()
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "a.safetensors").write_text("old")
+    run.prepare(overwrite=True, resume=False)       # moved aside, not deleted
+    assert not run.result.exists() and not (tmp_path / "adapter").exists()
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "a.safetensors").write_text("new, half-written")
+    (tmp_path / "config.yaml").write_text("new")
+    assert run.restore_previous()                   # the new run failed: the old one is back, whole
+    assert run.result.read_text() == "{}" and (tmp_path / "adapter" / "a.safetensors").read_text() == "old"
+    assert not (tmp_path / "config.yaml").exists() and not run.previous.exists()
+    run.prepare(overwrite=True, resume=True)        # resume + overwrite: only result.json goes aside
+    assert (tmp_path / "adapter").exists() and (run.previous / "result.json").exists()
+    run.drop_previous()                             # the new run finished
+    assert not run.previous.exists()

@@ -28,6 +28,13 @@ def test_outputs_and_refusal_to_overwrite(tiny_dirs, need_data, tmp_path):
     p = launch(base_args(tiny_dirs["bert"], out))
     assert p.returncode == 2 and "already holds a finished result" in p.stderr
     assert (out / "result.json").read_text() == before
+    # overwrite=true whose run fails (the loss diverges): the finished run comes back, whole
+    files = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    p = launch(base_args(tiny_dirs["bert"], out, lr="1e30", overwrite="true"))
+    assert p.returncode == 2 and "loss is" in p.stderr and "is back in" in p.stderr, p.stderr[-2000:]
+    assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == files
+    p = launch(base_args(tiny_dirs["bert"], out, seed=7, overwrite="true"))
+    assert p.returncode == 0 and result(out)["seed"] == 7 and not (out / ".previous").exists()
 
 
 def test_bad_input_fails_before_loading(tiny_dirs, tmp_path):
@@ -38,6 +45,8 @@ def test_bad_input_fails_before_loading(tiny_dirs, tmp_path):
     p = launch(base_args(tiny_dirs["bert"], blocker / "sub"))
     assert p.returncode == 2 and "not writable" in p.stderr
     assert not (tmp_path / "x").exists()
+    p = launch(base_args(tiny_dirs["bert"], tmp_path / "t", task="sst3"))   # fails after the folder is made
+    assert p.returncode == 2 and "sst3" in p.stderr and not (tmp_path / "t").exists(), p.stderr[-2000:]
 
 
 def test_nan_loss_stops_with_step(tiny_dirs, need_data, tmp_path):
