@@ -123,13 +123,15 @@ def arch_from_config(cfg, num_labels: int = 2) -> Arch:
     raise ValueError(f"the planner knows llama/mistral/qwen2, opt, gptj, bert, roberta; not {mt!r}")
 
 
-def load_arch(model: str) -> Arch:
-    """A built-in name, or a hub id / local folder / short name whose config transformers reads."""
+def load_arch(model: str, read=None) -> Arch:
+    """A built-in name, or a hub id / local folder / short name whose config `read` returns
+    (default: beft.models.load_config, which reads config.json only)."""
     key = ALIASES.get(model.lower(), model.lower())
     if key in BUILTIN:
         return arch_from_config(SimpleNamespace(**BUILTIN[key]))
-    from .models import load_config   # reads config.json only
-    return arch_from_config(load_config(model))
+    if read is None:
+        from .models import load_config as read
+    return arch_from_config(read(model))
 
 
 # ---------------------------------------------------------------------------------- parameters
@@ -179,10 +181,12 @@ class Method:
                 raise ValueError(f"bias target {bias!r}: use letters of qkvo or 'all'")
             return cls("bias", "".join(t for t in "qkvo" if t in bias))
         if m == "lora":
+            if int(r) < 1:
+                raise ValueError(f"r={r} must be >= 1 (the LoRA rank)")
             return cls("lora", "".join(t for t in "qkvo" if t in targets), int(r))
         if m == "full":
             return cls("full", "")
-        raise ValueError(f"unknown method {method!r}; use full, bias (bias=q|k|v|o|qv...|all), bitfit, lora")
+        raise ValueError(f"method={method!r} is not one of full, bias (bias=q|k|v|o|qv...|all), bitfit, lora")
 
 
 def added_params(a: Arch, m: Method) -> int:
@@ -338,6 +342,17 @@ class Setup:
     kv_cache: bool = False      # zo: decoder forwards build transformers' KV cache (beft's scoring passes use_cache=False)
 
 
+def _setup_check(s: Setup) -> None:
+    for key in ("gpus", "batch", "seq"):
+        if getattr(s, key) < 1:
+            raise ValueError(f"{key}={getattr(s, key)} must be >= 1")
+    if s.zero not in (0, 1, 2, 3):
+        raise ValueError(f"zero={s.zero} must be 0, 1, 2 or 3")
+    if s.zero and s.fsdp:
+        raise ValueError(f"zero={s.zero} with fsdp=true: DeepSpeed ZeRO and FSDP are two sharding backends; "
+                         "use one (fsdp=true shards like zero=3)")
+
+
 def _zo_check(a: Arch, m: Method, s: Setup) -> None:
     if s.optim not in ("adamw", "zo"):
         raise ValueError(f"optim {s.optim!r}: adamw or zo")
@@ -353,6 +368,7 @@ def plan(a: Arch, m: Method, s: Setup) -> dict:
     """Per-GPU bytes: weights, gradients, optimizer, activations, transient, peak."""
     if s.dtype not in ("fp32", "bf16", "fp16", "int8", "int4"):
         raise ValueError(f"dtype {s.dtype!r}: use fp32, bf16, fp16, int8 (8bit) or int4 (4bit)")
+    _setup_check(s)
     _zo_check(a, m, s)
     zo = s.optim == "zo"
     quant = s.dtype in ("int8", "int4")
@@ -360,8 +376,6 @@ def plan(a: Arch, m: Method, s: Setup) -> dict:
         raise ValueError("full fine-tuning of an 8-bit/4-bit base is not supported; use bias or lora")
     if quant and (s.zero == 3 or s.fsdp):
         raise ValueError("an 8-bit/4-bit base cannot be sharded with ZeRO-3/FSDP here; use zero=0 or 2")
-    if s.zero not in (0, 1, 2, 3) or s.gpus < 1:
-        raise ValueError("zero must be 0, 1, 2 or 3 and gpus >= 1")
     shard3 = s.zero == 3 or s.fsdp
     n_total, n_train = total_params(a), trainable_params(a, m)
     w16 = 4 if s.dtype == "fp32" else 2
@@ -401,7 +415,7 @@ def plan(a: Arch, m: Method, s: Setup) -> dict:
             raise ValueError("offload=param needs zero=3 (or fsdp)")
         weights = 0.0
     elif s.offload not in ("none", "optimizer"):
-        raise ValueError("offload: none, optimizer, param or all")
+        raise ValueError(f"offload={s.offload!r} is not one of none, optimizer, param, all")
     act_bytes = 4 if s.dtype == "fp32" else 2
     mode = "zo" if zo else ("ckpt" if s.ckpt else "backprop")
     act = activation_bytes(a, m, s.batch, s.seq, act_bytes, s.kernel, mode, s.zo_head, s.kv_cache)

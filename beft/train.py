@@ -83,6 +83,9 @@ class Trainer:
             cfg.bias = auto_target(cfg.rank_from)
         model_cfg = load_model_config(cfg.model)
         self.arch = cfg.arch if cfg.arch != "auto" else ("encoder" if is_encoder(model_cfg) else "decoder")
+        if self.arch == "decoder" and is_encoder(model_cfg):
+            raise TrainingError(f"arch=decoder: {cfg.model} is an encoder ({model_cfg.model_type}) with no causal LM "
+                                "head to score with; drop arch (auto) or use a decoder model")
         self.task = get_task(cfg.task, arch=self.arch, **({"train_objective": cfg.data.train_objective}
                                                           if self.arch == "decoder" else {}))
         self.splits = self.task.load(cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval)

@@ -15,8 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from beft.bias.inventory import format_report, inventory, structure_model  # noqa: E402
-from beft.cli import parse_kv, run  # noqa: E402
-from beft.models import is_encoder, load_config  # noqa: E402
+from beft.cli import UsageError, model_config, parse_kv, run  # noqa: E402
+from beft.config import _coerce, load_config as train_config  # noqa: E402
+from beft.models import is_encoder  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -24,16 +25,23 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0 if argv else 2
     name, opts = argv[0], parse_kv(argv[1:], allowed={"bias", "arch", "num_labels", "bias_patterns", "json"})
-    config = load_config(name)
-    arch = opts.get("arch") or ("encoder" if is_encoder(config) else "decoder")
+    if "=" in name and not Path(name).exists():
+        raise UsageError(f"{name!r}: the first argument is the model (e.g. minilm), then key=value options")
+    # bias, arch and bias_patterns are training-config keys: beft/config.py parses and validates them
+    cfg = train_config(overrides={k: opts[k] for k in ("bias", "arch", "bias_patterns") if k in opts})
+    num_labels = _coerce(opts.get("num_labels", 2), int, "num_labels")
+    if num_labels < 1:
+        raise UsageError(f"num_labels={num_labels} must be >= 1 (classes of the encoder's task head)")
+    as_json = _coerce(opts.get("json", False), bool, "json")
+    config = model_config(name)
+    arch = cfg.arch if cfg.arch != "auto" else ("encoder" if is_encoder(config) else "decoder")
     if arch == "encoder":
-        config.num_labels = int(opts.get("num_labels", 2))
-    patterns = dict(p.split("=", 1) for p in opts["bias_patterns"].split(";")) if opts.get("bias_patterns") else None
+        config.num_labels = num_labels
     model = structure_model(config, arch)
     head = ["classifier", "score"] if arch == "encoder" else []
     head = [h for h in head if hasattr(model, h)]
-    _, report = inventory(model, opts.get("bias", "v"), patterns=patterns, head=head)
-    if opts.get("json") in ("1", "true"):
+    _, report = inventory(model, cfg.bias, patterns=cfg.bias_patterns or None, head=head)
+    if as_json:
         print(json.dumps(report, indent=1))
     else:
         print(format_report(report, name))

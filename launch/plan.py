@@ -24,15 +24,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from beft.cli import UsageError, parse_kv, run  # noqa: E402
-from beft.plan import GB, GPUS, Method, Setup, fits, format_plan, load_arch, plan  # noqa: E402
+from beft.cli import UsageError, model_config, parse_kv, run  # noqa: E402
+from beft.config import ConfigError, _coerce, _get, load_config  # noqa: E402
+from beft.plan import BUILTIN, GB, GPUS, Method, Setup, fits, format_plan, load_arch, plan  # noqa: E402
 
 KEYS = {"model", "method", "bias", "r", "targets", "dtype", "zero", "fsdp", "offload", "gpus", "batch", "seq",
         "kernel", "gpu", "json", "optim", "zo_update", "zo_head", "activation_checkpointing", "ckpt",
         "kv_cache"}
-BOOL = {"1": True, "true": True, "0": False, "false": False}
 DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "8bit": "int8", "int8": "int8", "4bit": "int4",
           "int4": "int4", "nf4": "int4"}
+# options that are keys of the training config too: parsed and validated by beft/config.py itself
+CONFIG_KEYS = {"bias": "bias", "targets": "bias", "activation_checkpointing": "activation_checkpointing",
+               "ckpt": "activation_checkpointing", "optim": "optim.kind", "zo_update": "zo.update",
+               "zo_head": "zo.head"}
+
+
+def _config_value(key: str, value: str):
+    """A plan option through the training config's own coercion and validation (errors name `key`)."""
+    target = CONFIG_KEYS[key]
+    try:
+        return _get(load_config(overrides={target: value}), target)
+    except ConfigError as e:
+        raise UsageError(str(e).replace(target, key, 1)) from None
+
+
+def _targets(key: str, value: str) -> str:
+    """Bias / LoRA targets as beft/config.py validates them (beft.bias.parse_targets): 'qv', 'all'."""
+    from beft.bias import parse_targets
+    return "".join(parse_targets(_config_value(key, value)))
 
 
 def main(argv: list[str]) -> int:
@@ -40,33 +59,32 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0 if argv else 2
     o = parse_kv(argv, allowed=KEYS)
-    if "model" not in o:
-        raise UsageError("model=... is required")
+    if not o.get("model"):
+        raise UsageError("model=... is required (a built-in name, a hub id or a local folder)")
     if o.get("dtype", "bf16") not in DTYPES:
-        raise UsageError(f"dtype {o['dtype']!r}: use {', '.join(DTYPES)}")
-    try:
-        ints = {k: int(o[k]) for k in ("zero", "gpus", "batch", "seq", "r") if k in o}
-    except ValueError as e:
-        raise UsageError(f"expected an integer: {e}") from None
-    ckpt = o.get("activation_checkpointing", o.get("ckpt", "false"))
-    kv = o.get("kv_cache", "false")
-    if ckpt not in BOOL or kv not in BOOL:
-        raise UsageError("activation_checkpointing and kv_cache take true or false")
+        raise UsageError(f"dtype={o['dtype']!r} is not one of {', '.join(DTYPES)}")
     if o.get("kernel", "flash") not in ("flash", "math"):
-        raise UsageError(f"kernel={o['kernel']!r}: flash or math")
+        raise UsageError(f"kernel={o['kernel']!r} is not one of flash, math")
+    if o.get("gpu", "all") not in ("all", *GPUS):
+        raise UsageError(f"gpu={o['gpu']!r} is not one of {', '.join(GPUS)}, all")
+    if "ckpt" in o and "activation_checkpointing" in o:
+        raise UsageError("ckpt is an alias of activation_checkpointing; give one of them")
+    ints = {k: _coerce(o[k], int, k) for k in ("zero", "gpus", "batch", "seq", "r") if k in o}
+    flags = {k: _coerce(o[k], bool, k) for k in ("fsdp", "kv_cache", "json") if k in o}
+    ckpt = next((_config_value(k, o[k]) for k in ("activation_checkpointing", "ckpt") if k in o), False)
+    zo = {k: _config_value(k, o[k]) for k in ("optim", "zo_update", "zo_head") if k in o}
+    bias = _targets("bias", o.get("bias", "v"))
+    targets = _targets("targets", o.get("targets", "qv")).replace("all", "qkvo")
     offload = {"true": "all", "false": "none"}.get(o.get("offload", "none"), o.get("offload", "none"))
-    setup = Setup(dtype=DTYPES[o.get("dtype", "bf16")], zero=ints.get("zero", 0),
-                  fsdp=o.get("fsdp", "false") in ("1", "true"), offload=offload, gpus=ints.get("gpus", 1),
-                  batch=ints.get("batch", 1), seq=ints.get("seq", 512), kernel=o.get("kernel", "flash"),
-                  optim=o.get("optim", "adamw"), zo_update=o.get("zo_update", "sgd"),
-                  zo_head=o.get("zo_head", "first_order"), ckpt=BOOL[ckpt], kv_cache=BOOL[kv])
-    method = Method.parse(o.get("method", "bias"), o.get("bias", "v"), ints.get("r", 8), o.get("targets", "qv"))
-    try:
-        p = plan(load_arch(o["model"]), method, setup)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    setup = Setup(dtype=DTYPES[o.get("dtype", "bf16")], zero=ints.get("zero", 0), fsdp=flags.get("fsdp", False),
+                  offload=offload, gpus=ints.get("gpus", 1), batch=ints.get("batch", 1), seq=ints.get("seq", 512),
+                  kernel=o.get("kernel", "flash"), optim=zo.get("optim", "adamw"),
+                  zo_update=zo.get("zo_update", "sgd"), zo_head=zo.get("zo_head", "first_order"), ckpt=ckpt,
+                  kv_cache=flags.get("kv_cache", False))
+    method = Method.parse(o.get("method", "bias"), bias, ints.get("r", 8), targets)
+    p = plan(load_arch(o["model"], read=lambda name: model_config(name, BUILTIN)), method, setup)
     gpus = list(GPUS) if o.get("gpu") == "all" else ([o["gpu"]] if o.get("gpu") else [])
-    if o.get("json") in ("1", "true"):
+    if flags.get("json"):
         p["fits"] = {g: fits(p["peak"], g)[0] for g in gpus}
         print(json.dumps(p, indent=1))
         return 0

@@ -4,13 +4,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .adapter import adapter_state
+from .adapter import ADAPTER_FILE, adapter_state
 from .families import FAMILIES
 from .inject import add_zero_bias
 from .selection import BiasSelection
@@ -20,19 +22,83 @@ class ExportError(ValueError):
     pass
 
 
-def _atomic_dir(final: Path):
-    """Write into <final>.tmp, then rename: a crash never leaves a half-written export."""
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
+# Names that mark a training run (beft/outputs.py RunDir) or a bias adapter folder: an export
+# never replaces a folder holding one of them, even with overwrite=true.
+RUN_NAMES = ("result.json", "config.yaml", "metrics.jsonl", "checkpoints", "adapter", "adapter_best",
+             ADAPTER_FILE)
+# Written into every export, listing its files: overwrite=true replaces only such a folder.
+MARKER = "beft_export.json"
 
 
-def _commit_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_output(directory: str | os.PathLike, *, overwrite: bool = False,
+                 sources: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Refuse an output folder whose writing would destroy something: one equal to, inside or
+    holding a source folder; an existing path (unless overwrite=true and it is a previous export
+    holding only the files that export wrote); a training run or adapter folder, always."""
+    final = Path(directory)
+    for src in sources:
+        if _overlaps(final.resolve(), Path(src).resolve()):
+            raise ExportError(f"output {final} is, is inside or holds the source {src}; "
+                              "choose an output path outside it")
+    if not final.exists() and not final.is_symlink():
+        return final
+    if final.is_symlink() or not final.is_dir():
+        raise ExportError(f"output {final} already exists and is not a folder; choose another path")
+    run = [n for n in RUN_NAMES if (final / n).exists()]
+    if run:
+        raise ExportError(f"output {final} holds a training run or adapter ({run[0]}) and is never "
+                          "replaced, even with overwrite=true; choose another path")
+    if not overwrite:
+        raise ExportError(f"output {final} already exists; choose another path, or pass overwrite=true "
+                          "to replace a previous export")
+    try:
+        wrote = set(json.loads((final / MARKER).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ExportError(f"output {final} is not a beft export (no valid {MARKER}); overwrite=true "
+                          "replaces only a previous export: choose another path") from None
+    extra = sorted(set(os.listdir(final)) - wrote)
+    if extra:
+        raise ExportError(f"output {final} holds files the export did not write ({', '.join(extra[:3])}); "
+                          "move them out or choose another path")
+    return final
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Rename tmp to final. An existing final is renamed aside first and deleted last, so a crash
+    at any point leaves a complete export at final or beside it, never neither."""
+    if not final.exists():
+        os.rename(tmp, final)
+        return
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    shutil.rmtree(old)
+
+
+@contextmanager
+def _staged(final: Path, kind: str, overwrite: bool, sources: tuple):
+    """Yield a fresh temp sibling of `final` to write into; on success list its files in MARKER
+    and swap it in. On failure the temp folder goes and `final` is untouched."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        files = sorted(os.listdir(tmp) + [MARKER])
+        (tmp / MARKER).write_text(json.dumps({"kind": kind, "files": files}) + "\n")
+        check_output(final, overwrite=overwrite, sources=sources)   # again: it may have changed meanwhile
+        _swap_in(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _task_type(model: nn.Module) -> str | None:
@@ -45,13 +111,16 @@ def _task_type(model: nn.Module) -> str | None:
 
 
 def export_peft(directory: str | os.PathLike, selection: BiasSelection, model: nn.Module,
-                state: dict[str, torch.Tensor] | None = None) -> Path:
+                state: dict[str, torch.Tensor] | None = None, *, overwrite: bool = False,
+                sources: tuple[str | os.PathLike, ...] = ()) -> Path:
     """Write adapter_config.json + adapter_model.safetensors that
     `peft.PeftModel.from_pretrained(base, directory)` loads. peft's BEFT adds a vector to the
-    output of each target Linear, so native biases are exported as b_ft - b_0."""
+    output of each target Linear, so native biases are exported as b_ft - b_0. The output rules
+    (existing paths, overwrite, sources) are check_output's."""
     if selection.extra:
         raise ExportError("peft's BEFT tuner only targets Linear layers; target 'all' also trains "
                           "layer-norm and other biases: use the beft adapter or merge instead")
+    final = check_output(directory, overwrite=overwrite, sources=sources)
     from peft import BeftConfig   # optional dependency, imported only here
     tensors = adapter_state(selection, model, state)
     out: dict[str, torch.Tensor] = {}
@@ -63,23 +132,24 @@ def export_peft(directory: str | os.PathLike, selection: BiasSelection, model: n
     head_modules = selection.head_modules
     for n in selection.head:
         out[f"base_model.model.{n}"] = tensors[n].contiguous()
-    final = Path(directory)
-    tmp = _atomic_dir(final)
     cfg = BeftConfig(target_modules=[s.name for s in selection.sites], modules_to_save=head_modules or None,
                      task_type=_task_type(model),
                      base_model_name_or_path=str(getattr(model.config, "_name_or_path", "") or None))
-    cfg.save_pretrained(str(tmp))
-    save_file(out, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-    _commit_dir(tmp, final)
+    with _staged(final, "peft", overwrite, sources) as tmp:
+        cfg.save_pretrained(str(tmp))
+        save_file(out, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
     return final
 
 
 def merge_checkpoint(directory: str | os.PathLike, selection: BiasSelection, model: nn.Module,
-                     tokenizer=None) -> Path:
+                     tokenizer=None, *, overwrite: bool = False,
+                     sources: tuple[str | os.PathLike, ...] = ()) -> Path:
     """Write a checkpoint that plain transformers loads without beft, biases included.
 
     Bias-free families whose config can switch biases on (LLaMA: attention_bias) get the flag and
-    zero biases on every projection it covers; families that cannot express biases raise."""
+    zero biases on every projection it covers; families that cannot express biases raise. The
+    output rules (existing paths, overwrite, sources) are check_output's."""
+    final = check_output(directory, overwrite=overwrite, sources=sources)
     family = FAMILIES.get(selection.family)
     if selection.added:
         if family is None or family.merge_flag is None:
@@ -93,12 +163,10 @@ def merge_checkpoint(directory: str | os.PathLike, selection: BiasSelection, mod
             for _, module in find_projections(model, family, t):
                 if module.bias is None:
                     add_zero_bias(module, dtype=next(p.dtype for p in selection.bias_parameters().values()))
-    final = Path(directory)
-    tmp = _atomic_dir(final)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(tmp))
-    with open(tmp / "beft_merge.json", "w") as f:
-        json.dump({"family": selection.family, "targets": selection.targets, "added": selection.added}, f)
-    _commit_dir(tmp, final)
+    with _staged(final, "merge", overwrite, sources) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        with open(tmp / "beft_merge.json", "w") as f:
+            json.dump({"family": selection.family, "targets": selection.targets, "added": selection.added}, f)
     return final
