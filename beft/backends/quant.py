@@ -6,6 +6,9 @@ import torch
 from ..bias.selection import BiasSelection
 
 
+HEAD_MODULES = ("classifier", "score", "qa_outputs", "lm_head")   # task / LM heads of transformers' models
+
+
 def available() -> bool:
     try:
         import bitsandbytes  # noqa: F401
@@ -21,10 +24,13 @@ def quantization_config(bits: int, compute_dtype: torch.dtype = torch.float32):
     if not available():
         raise ImportError("8-bit/4-bit loading needs bitsandbytes: pip install 'beft[quant]'")
     from transformers import BitsAndBytesConfig
+    # output layers stay in full precision: a new task head is trained (a quantized, randomly
+    # initialised classifier crashed in bitsandbytes), and the LM head scores
+    skip = list(HEAD_MODULES)
     if bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_compute_dtype=compute_dtype)
+                              bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip)
 
 
 def zero_added_biases(selection: BiasSelection) -> None:

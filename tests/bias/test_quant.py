@@ -53,3 +53,20 @@ def test_4bit_added_biases_are_zeroed(llama_dir):
         assert s.added and torch.count_nonzero(s.module.bias) == 0
     out = model(**tiny_inputs()).logits
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_new_encoder_head_stays_full_precision(bits, tmp_path):
+    """An encoder's new classifier is left out of quantization: bitsandbytes made it an int8 layer
+    with no quantized state (random init) and the first forward crashed (8-bit MiniLM on CPU)."""
+    tiny_model("bert").save_pretrained(tmp_path / "bert")
+    model = tf.AutoModelForSequenceClassification.from_pretrained(
+        tmp_path / "bert", num_labels=2, quantization_config=quant.quantization_config(bits))
+    assert type(model.classifier) is torch.nn.Linear and model.classifier.weight.dtype == torch.float32
+    assert "bit" in type(model.bert.encoder.layer[0].attention.self.value).__name__     # the base is quantized
+    x = tiny_inputs(batch=4)
+    sel = apply_bias(model, "v")
+    model.classifier.weight.requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(model(**x).logits, torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    assert model.classifier.weight.grad is not None and all(s.module.bias.grad is not None for s in sel.sites)
