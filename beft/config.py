@@ -189,6 +189,9 @@ class TrainConfig:
                 raise ConfigError(f"zo.subspace={self.zo.subspace} must be >= 0 (0: every direction)")
             if self.zo.head_lr < 0:
                 raise ConfigError(f"zo.head_lr={self.zo.head_lr} must be >= 0 (0: the run's lr)")
+            if self.activation_checkpointing:
+                raise ConfigError("activation_checkpointing=true is for first-order training; optim.kind=zo keeps "
+                                  "no activations for a backward pass (drop one of the two)")
         if self.quant != "none" and self.backend == "deepspeed":
             raise ConfigError(f"--load_in_{self.quant} with DeepSpeed is not supported yet (no test shows it "
                               "trains correctly); use a single process with --load_in_8bit")

@@ -56,6 +56,9 @@ def value_bases(model: nn.Module, names: list[str], k: int, read_full: Callable[
         layer = n.rsplit(".", 1)[0]
         if not n.endswith(".bias") or layer not in o_of:
             raise ValueError(f"zo.subspace applies to value biases (bias=v); {n} is not one: use zo.subspace=0")
+        if k > v_out[layer]:
+            raise ValueError(f"zo.subspace={k} exceeds the {v_out[layer]} values of {n}; use at most "
+                             f"{v_out[layer]} (or 0: every direction)")
         weight = o_of[layer].weight
         if not weight.is_floating_point():
             raise ValueError(f"zo.subspace needs a floating-point output projection; {layer}'s is "

@@ -69,6 +69,10 @@ def test_value_bases_refuses_other_biases():
     read = lambda d: {k: v.detach() for k, v in d.items()}  # noqa: E731
     with pytest.raises(ValueError, match="applies to value biases"):
         value_bases(model, list(sel.bias_parameters()), 4, read)
+    llama = make_tiny("llama")
+    sel = apply_bias(llama, "v")                 # GQA 4/2: 2 kv heads x 16 = 32 values per layer
+    with pytest.raises(ValueError, match="zo.subspace=100 exceeds the 32 values of .*; use at most 32"):
+        value_bases(llama, list(sel.bias_parameters()), 100, read)
     neox = make_tiny("gpt_neox")
     sel = apply_bias(neox, "v")
     with pytest.raises(ValueError, match="fused"):

@@ -83,6 +83,8 @@ def test_zo_config_errors():
         load_config(None, ["optim.kind=zo", "zo.head_lr=-1"])
     with pytest.raises(ConfigError, match="zo.perturb='x' is not one of"):
         load_config(None, ["optim.kind=zo", "zo.perturb=x"])
+    with pytest.raises(ConfigError, match="activation_checkpointing=true is for first-order"):
+        load_config(None, ["optim.kind=zo", "activation_checkpointing=true"])
     with pytest.raises(ConfigError, match="zo.difference='x' is not one of"):
         load_config(None, ["optim.kind=zo", "zo.difference=x"])
     with pytest.raises(ConfigError, match="zo.update='x' is not one of"):
