@@ -6,7 +6,7 @@
 model   built-in (llama2-7b gpt-j-6b opt-1.3b opt-6.7b deepseek-coder-1.3b bert-base bert-large
         roberta-base minilm smollm2), or a hub id / local folder (its config.json is read)
 method  full | bias (with bias=q|k|v|o|qv...|all) | bitfit | lora (with r=8 targets=qv)
-dtype   fp32 | bf16 | fp16 | 8bit | 4bit        zero  0 | 1 | 2 | 3      fsdp  true|false
+dtype   fp32 | bf16 | fp16 | 8bit | 4bit        zero  0 | 1 | 2 | 3  or  fsdp  true|false (not both)
 offload none | optimizer | param | all        gpus, batch (per GPU), seq
 kernel  flash (GPU sdpa, default) | math (eager attention)
 optim   adamw (backpropagation, default) | zo (forward passes only; method=bias or bitfit; one
@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from beft.cli import UsageError, model_config, parse_kv, run  # noqa: E402
-from beft.config import ConfigError, _coerce, _get, load_config  # noqa: E402
+from beft.config import ConfigError, _coerce, load_config  # noqa: E402
 from beft.plan import BUILTIN, GB, GPUS, Method, Setup, fits, format_plan, load_arch, plan  # noqa: E402
 
 KEYS = {"model", "method", "bias", "r", "targets", "dtype", "zero", "fsdp", "offload", "gpus", "batch", "seq",
@@ -39,19 +39,23 @@ CONFIG_KEYS = {"bias": "bias", "targets": "bias", "activation_checkpointing": "a
                "zo_head": "zo.head"}
 
 
-def _config_value(key: str, value: str):
-    """A plan option through the training config's own coercion and validation (errors name `key`)."""
-    target = CONFIG_KEYS[key]
+def _train_config(o: dict[str, str], keys: tuple[str, ...]):
+    """The given plan options among `keys`, parsed and validated together by the training config
+    (beft/config.py: types, choices, bias targets, combinations); errors name the plan's keys."""
+    given = {k: CONFIG_KEYS[k] for k in keys if k in o}
     try:
-        return _get(load_config(overrides={target: value}), target)
+        return load_config(overrides={c: o[k] for k, c in given.items()})
     except ConfigError as e:
-        raise UsageError(str(e).replace(target, key, 1)) from None
+        msg = str(e)
+        for k, c in given.items():
+            msg = msg.replace(c, k, 1)
+        raise UsageError(msg) from None
 
 
-def _targets(key: str, value: str) -> str:
-    """Bias / LoRA targets as beft/config.py validates them (beft.bias.parse_targets): 'qv', 'all'."""
+def _targets(spec: str) -> str:
+    """'q,v' -> 'qv', 'all' / 'bitfit' -> 'all' (beft.bias.parse_targets, as the training config reads bias=)."""
     from beft.bias import parse_targets
-    return "".join(parse_targets(_config_value(key, value)))
+    return "".join(parse_targets(spec))
 
 
 def main(argv: list[str]) -> int:
@@ -71,17 +75,14 @@ def main(argv: list[str]) -> int:
         raise UsageError("ckpt is an alias of activation_checkpointing; give one of them")
     ints = {k: _coerce(o[k], int, k) for k in ("zero", "gpus", "batch", "seq", "r") if k in o}
     flags = {k: _coerce(o[k], bool, k) for k in ("fsdp", "kv_cache", "json") if k in o}
-    ckpt = next((_config_value(k, o[k]) for k in ("activation_checkpointing", "ckpt") if k in o), False)
-    zo = {k: _config_value(k, o[k]) for k in ("optim", "zo_update", "zo_head") if k in o}
-    bias = _targets("bias", o.get("bias", "v"))
-    targets = _targets("targets", o.get("targets", "qv")).replace("all", "qkvo")
+    cfg = _train_config(o, ("bias", "activation_checkpointing", "ckpt", "optim", "zo_update", "zo_head"))
+    targets = _targets(_train_config(o, ("targets",)).bias if "targets" in o else "qv").replace("all", "qkvo")
     offload = {"true": "all", "false": "none"}.get(o.get("offload", "none"), o.get("offload", "none"))
     setup = Setup(dtype=DTYPES[o.get("dtype", "bf16")], zero=ints.get("zero", 0), fsdp=flags.get("fsdp", False),
                   offload=offload, gpus=ints.get("gpus", 1), batch=ints.get("batch", 1), seq=ints.get("seq", 512),
-                  kernel=o.get("kernel", "flash"), optim=zo.get("optim", "adamw"),
-                  zo_update=zo.get("zo_update", "sgd"), zo_head=zo.get("zo_head", "first_order"), ckpt=ckpt,
-                  kv_cache=flags.get("kv_cache", False))
-    method = Method.parse(o.get("method", "bias"), bias, ints.get("r", 8), targets)
+                  kernel=o.get("kernel", "flash"), optim=cfg.optim.kind, zo_update=cfg.zo.update,
+                  zo_head=cfg.zo.head, ckpt=cfg.activation_checkpointing, kv_cache=flags.get("kv_cache", False))
+    method = Method.parse(o.get("method", "bias"), _targets(cfg.bias), ints.get("r", 8), targets)
     p = plan(load_arch(o["model"], read=lambda name: model_config(name, BUILTIN)), method, setup)
     gpus = list(GPUS) if o.get("gpu") == "all" else ([o["gpu"]] if o.get("gpu") else [])
     if flags.get("json"):
