@@ -23,19 +23,12 @@ def parse_kv(args: list[str], allowed: set[str] | None = None) -> dict[str, str]
 
 
 def model_config(name: str, builtin: Iterable[str] = ()):
-    """The transformers config of a short name, local folder, .gguf file or hub id. A name that is
-    none of these (and that the hub cannot provide, e.g. offline) is a one-line UsageError naming
-    the names that work, not the hub's connection error."""
-    from .models import SHORT_NAMES, load_config
+    """beft.models.load_config for the CLIs: an unknown model name is a UsageError."""
+    from .models import ModelNotFound, load_config
     try:
-        return load_config(name)
-    except (OSError, ValueError) as e:   # transformers: OSError; huggingface_hub's bad repo id: ValueError
-        if isinstance(e, FileNotFoundError) or name in SHORT_NAMES or os.path.exists(name):
-            raise   # a missing or unreadable local path already says so
-        names = ", ".join(sorted({*builtin, *SHORT_NAMES}))
-        raise UsageError(f"model={name!r} is neither a built-in short name ({names}) nor a local folder, "
-                         "and the hub cannot provide it; use one of those names or a folder holding "
-                         "config.json") from None
+        return load_config(name, builtin)
+    except ModelNotFound as e:
+        raise UsageError(str(e)) from None
 
 
 def run(main: Callable[[list[str]], int], argv: list[str]) -> None:

@@ -79,8 +79,23 @@ def _dequantize_gguf(path: Path) -> Path:
     return out
 
 
-def load_config(name: str):
-    return tf.AutoConfig.from_pretrained(resolve(name))
+class ModelNotFound(ValueError):
+    pass
+
+
+def load_config(name: str, builtin=()):
+    """The transformers config of a short name, local folder, .gguf file or hub id. A name that is
+    none of these (and that the hub cannot provide, e.g. offline) is a one-line ModelNotFound
+    naming the names that work, not the hub's connection error; `builtin`: more such names."""
+    try:
+        return tf.AutoConfig.from_pretrained(resolve(name))
+    except (OSError, ValueError) as e:   # transformers: OSError; huggingface_hub's bad repo id: ValueError
+        if isinstance(e, FileNotFoundError) or name in SHORT_NAMES or os.path.exists(name):
+            raise   # a missing or unreadable local path already says so
+        names = ", ".join(sorted({*builtin, *SHORT_NAMES}))
+        raise ModelNotFound(f"model={name!r} is neither a built-in short name ({names}) nor a local folder, "
+                            "and the hub cannot provide it; use one of those names or a folder holding "
+                            "config.json") from None
 
 
 def is_encoder(config) -> bool:

@@ -47,6 +47,8 @@ def test_bad_input_fails_before_loading(tiny_dirs, tmp_path):
     assert not (tmp_path / "x").exists()
     p = launch(base_args(tiny_dirs["bert"], tmp_path / "t", task="sst3"))   # fails after the folder is made
     assert p.returncode == 2 and "sst3" in p.stderr and not (tmp_path / "t").exists(), p.stderr[-2000:]
+    p = launch(base_args("nonexist", tmp_path / "m"), env={"HF_HUB_OFFLINE": "1"})   # not the hub's connection error
+    assert p.returncode == 2 and "neither a built-in short name" in p.stderr and not (tmp_path / "m").exists()
     p = launch(base_args(tiny_dirs["bert"], tmp_path / "d", arch="decoder"))   # trained a random LM head before
     assert p.returncode == 2 and "is an encoder" in p.stderr and not (tmp_path / "d").exists(), p.stderr[-2000:]
 
