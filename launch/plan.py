@@ -71,6 +71,9 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"kernel={o['kernel']!r} is not one of flash, math")
     if o.get("gpu", "all") not in ("all", *GPUS):
         raise UsageError(f"gpu={o['gpu']!r} is not one of {', '.join(GPUS)}, all")
+    if "auto" in (o.get("bias"), o.get("targets")):
+        raise UsageError("bias=auto is resolved at training time from a ranking run; plan the target it picks "
+                         "(bias=q, k or v)")
     if "ckpt" in o and "activation_checkpointing" in o:
         raise UsageError("ckpt is an alias of activation_checkpointing; give one of them")
     ints = {k: _coerce(o[k], int, k) for k in ("zero", "gpus", "batch", "seq", "r") if k in o}

@@ -29,7 +29,7 @@ def _plan(capsys, *argv):
     ("r", ["method=lora", "r=0"]), ("targets", ["method=lora", "targets=xyz"]), ("bias", ["bias=xyz"]),
     ("method", ["method=foo"]), ("optim", ["optim=foo"]), ("zo_update", ["zo_update=foo"]),
     ("zo_head", ["zo_head=x"]), ("offload", ["offload=foo"]), ("gpu", ["gpu=foo"]),
-    ("dtype", ["dtype=fp8"]), ("kernel", ["kernel=x"]), ("ckpt", ["optim=zo", "ckpt=true"]),
+    ("dtype", ["dtype=fp8"]), ("kernel", ["kernel=x"]), ("ckpt", ["optim=zo", "ckpt=true"]), ("bias", ["bias=auto"]),
 ])
 def test_bad_option_is_one_line_naming_the_key(capsys, key, argv):
     code, out = _plan(capsys, *argv)
