@@ -111,6 +111,12 @@ class Trainer:
         if self.method.task_transform is not None:
             self.task = self.method.task_transform(self.task, self.splits)
         self.splits.notes.extend(self.method.notes)
+        sharded = self.backend.name == "fsdp" or (self.backend.name == "deepspeed" and getattr(self.backend, "stage", 0) == 3)
+        if self.selection is not None and self.selection.frozen_slices and sharded and cfg.optim.kind != "zo":
+            raise TrainingError(f"bias={cfg.bias} selects part of a fused qkv bias ({self.selection.family}); "
+                                f"{'FSDP2' if self.backend.name == 'fsdp' else 'ZeRO-3'} shards it and its other entries "
+                                "cannot be kept frozen there: use DeepSpeed ZeRO-2, one process, optim.kind=zo, or a "
+                                "target covering the whole layer (bias=qkv / all)")
 
         if cfg.activation_checkpointing:
             if not hasattr(self.model, "gradient_checkpointing_enable"):

@@ -95,10 +95,14 @@ def apply_bias(model: nn.Module, targets: str | Iterable[str], *,
 
 
 def _mask_fused(selection: BiasSelection, site: BiasSite) -> None:
+    """Only the selected entries of a fused bias train: its gradient is masked (the mask follows
+    the gradient's device and dtype: the model may move to the GPU or to bf16 after this), and
+    the frozen values are kept to be put back after each step (weight decay). A ZeRO-3 partition
+    holds no values here (the trainer refuses first-order training of it)."""
     bias = site.module.bias
-    mask = torch.zeros(bias.shape[0], dtype=torch.bool)
+    mask = torch.zeros(int(site.module.out_features), dtype=torch.bool)
     mask[site.index] = True
     frozen = (~mask).nonzero().squeeze(1)
-    selection.frozen_slices.append((bias, frozen.to(bias.device), bias.detach()[frozen].clone()))
-    keep = mask.to(device=bias.device, dtype=bias.dtype)
-    bias.register_hook(lambda g: g * keep)
+    values = bias.detach()[frozen.to(bias.device)].clone() if bias.numel() == mask.numel() else None
+    selection.frozen_slices.append((bias, frozen.to(bias.device), values))
+    bias.register_hook(lambda g: g * mask.to(device=g.device, dtype=g.dtype))

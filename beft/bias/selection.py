@@ -43,7 +43,7 @@ class BiasSelection:
     extra: dict[str, nn.Parameter] = field(default_factory=dict)   # other native biases ('all')
     head: dict[str, nn.Parameter] = field(default_factory=dict)    # newly created task head
     head_modules: list[str] = field(default_factory=list)           # its module-name prefixes
-    frozen_slices: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    frozen_slices: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
     initial: dict[str, torch.Tensor] = field(default_factory=dict)  # b_0 of every trained bias, on CPU
 
     def bias_parameters(self) -> dict[str, nn.Parameter]:
@@ -64,7 +64,8 @@ class BiasSelection:
         decay would otherwise move them even though their gradient is masked to zero)."""
         with torch.no_grad():
             for param, idx, values in self.frozen_slices:
-                param[idx] = values.to(param.dtype)
+                if values is not None:
+                    param[idx.to(param.device)] = values.to(param.device, param.dtype)
 
     def counts(self, model: nn.Module) -> dict:
         """Trainable parameters: per target, biases, head, and per-mille of the whole model."""

@@ -93,6 +93,22 @@ def test_fused_v_slice(family):
         assert site.index[0].item() == (cfg.num_attention_heads + n_kv) * hd
 
 
+@pytest.mark.parametrize("family", ["gpt_neox", "phi3"])
+def test_fused_mask_follows_the_model_to_another_dtype(family):
+    """The model may move (GPU) or be cast (DeepSpeed bf16) after the bias is selected; the same
+    Parameter keeps its gradient hook, whose mask must follow: it was a CPU fp32 tensor and the
+    bf16 backward failed (CUDA: a device mismatch)."""
+    model = tiny_model(family)
+    sel = apply_bias(model, "v")
+    model.bfloat16()                                   # keeps the Parameter objects (and the hook)
+    (bias, frozen, _), *_ = sel.frozen_slices
+    model(**tiny_inputs(batch=2)).logits.float().pow(2).mean().backward()
+    assert bias.grad.dtype == torch.bfloat16 and bias.grad[frozen].abs().max() == 0
+    trained = torch.ones(bias.numel(), dtype=torch.bool)
+    trained[frozen] = False
+    assert bias.grad[trained].abs().max() > 0
+
+
 @pytest.mark.parametrize("family,zero", [("bert", True), ("opt", True), ("llama", False)])
 def test_key_bias_gradient_zero_without_rotary(family, zero):
     model = tiny_model(family).train()
