@@ -195,6 +195,9 @@ class TrainConfig:
         if self.quant != "none" and self.backend == "deepspeed":
             raise ConfigError(f"--load_in_{self.quant} with DeepSpeed is not supported yet (no test shows it "
                               "trains correctly); use a single process with --load_in_8bit")
+        if self.precision == "fp16" and self.backend != "deepspeed" and self.optim.kind != "zo":
+            raise ConfigError("precision=fp16 needs loss scaling (bias gradients underflow in fp16), which only "
+                              "the DeepSpeed backend applies here; use precision=bf16 or fp32, or DeepSpeed")
         if self.backend == "deepspeed" and not self.deepspeed_config:
             raise ConfigError("backend=deepspeed needs --config ds_configs/<zero2|zero3|zero3_offload>.json")
         if self.reparam.shape != "auto" and not _is_shape(self.reparam.shape):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .backends import dist
 from .bias.families import Family
 
 MEASURES = ("magnitude", "fisher", "projection")
@@ -179,6 +180,7 @@ def rank_run(run_dir: str | Path, out_dir: str | Path | None = None, cfg=None, v
     task = get_task(cfg.task, arch=arch, **({"train_objective": cfg.data.train_objective} if arch == "decoder" else {}))
     splits = task.load(cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval)
     model, tokenizer, head = load_model(cfg.model, arch, num_labels=getattr(task, "num_labels", None))
+    model.to(dist.device())                 # the Fisher measure runs a backward pass per example
     patterns = cfg.bias_patterns or None
     sel = apply_bias(model, "all", patterns=patterns, head=head)
     bft, meta = read_adapter(run_dir / "adapter")

@@ -27,6 +27,16 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+def half_dtype(precision: str) -> torch.dtype | None:
+    """The 16-bit compute dtype of a GPU run, or None (fp32). precision=auto: bf16 where the GPU has
+    it natively (Ampere and later); V100 / T4 only emulate it (slowly), so they stay in fp32."""
+    if not torch.cuda.is_available() or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else None
+    return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
 def comm_backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 

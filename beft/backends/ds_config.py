@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from . import dist
+
 
 def fill(path: str, cfg, world_size: int, hidden_size: int | None) -> dict:
     p = Path(path)
@@ -19,7 +21,7 @@ def fill(path: str, cfg, world_size: int, hidden_size: int | None) -> dict:
     micro = cfg.batch_size // (world_size * accum)
     precision = cfg.precision
     if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+        precision = "bf16" if dist.half_dtype("auto") is not None else "fp32"
     h = hidden_size or 1024
     gpu = torch.cuda.is_available()
     auto = {

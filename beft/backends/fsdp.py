@@ -37,8 +37,8 @@ class FSDPBackend(LocalBackend):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         model.to(self.device)
         kw = {"mesh": self.mesh}
-        if self.device.type == "cuda" and self.cfg.precision in ("auto", "bf16", "fp16"):
-            dtype = torch.float16 if self.cfg.precision == "fp16" else torch.bfloat16
+        dtype = dist.half_dtype(self.cfg.precision) if self.device.type == "cuda" else None
+        if dtype is not None:
             kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
         for block in _blocks(model):
             fully_shard(block, **kw)

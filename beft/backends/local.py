@@ -43,8 +43,8 @@ class LocalBackend:
         return params
 
     def autocast(self):
-        if self.device.type == "cuda" and self.cfg.precision in ("bf16", "fp16", "auto"):
-            dtype = torch.float16 if self.cfg.precision == "fp16" else torch.bfloat16
+        dtype = dist.half_dtype(self.cfg.precision) if self.device.type == "cuda" else None
+        if dtype is not None:
             return torch.autocast("cuda", dtype=dtype)
         return torch.autocast("cpu", enabled=False)
 

@@ -43,3 +43,20 @@ def test_finished_result_kept_unless_overwrite(tmp_path):
     assert (tmp_path / "adapter").exists() and (run.previous / "result.json").exists()
     run.drop_previous()                             # the new run finished
     assert not run.previous.exists()
+
+
+def test_half_precision_choices(monkeypatch):
+    """precision=auto is bf16 only where the GPU has it natively (V100 / T4 emulate it: fp32);
+    precision=fp16 needs loss scaling, which only DeepSpeed applies (ZO has no gradients to scale)."""
+    import torch
+    from beft.config import ConfigError, load_config
+    assert dist.half_dtype("auto") is None or torch.cuda.is_available()        # CPU: fp32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for native, want in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, n=native: n or including_emulation)
+        assert dist.half_dtype("auto") == want
+    assert dist.half_dtype("fp16") == torch.float16 and dist.half_dtype("fp32") is None
+    with pytest.raises(ConfigError, match="precision=fp16 needs loss scaling"):
+        load_config(None, ["precision=fp16"])
+    load_config(None, ["precision=fp16", "optim.kind=zo"])
+    load_config(None, ["precision=fp16", "backend=deepspeed", "deepspeed_config=ds_configs/zero2.json"])
