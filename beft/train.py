@@ -209,8 +209,7 @@ class Trainer:
         elif self.selection is not None:
             # fused qkv biases (GPT-NeoX, Phi-3): only the selected slice is perturbed and updated
             # (first-order masks the gradient; ZO draws z over those entries alone, on every backend)
-            sliced = {s.param_name: s.index.cpu() for s in self.selection.sites
-                      if s.index is not None and s.index.numel() < s.module.out_features}
+            sliced = {s.param_name: s.index.cpu() for s in self.selection.sites if s.partial}
             if any(n in sliced for n in biases):
                 bases = [sliced.get(n) for n in biases]
         return ZOOptimizer([self.params[n] for n in biases], lr=cfg.lr, eps=cfg.zo.eps, n=cfg.zo.n, seed=cfg.seed,

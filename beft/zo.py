@@ -204,7 +204,8 @@ class ZOOptimizer:
         news = []
         for p, p0, d, b in zip(full, theta0, direction, bases):
             x0 = p0.float()
-            decay = x0 if b is None else _expand(b, _coords(b, x0.cpu()), x0.shape).to(x0.device)
+            decay = x0 if b is None or not self.weight_decay else \
+                _expand(b, _coords(b, x0.cpu()), x0.shape).to(x0.device)
             news.append(x0 - lr * (self.weight_decay * decay + d.to(p0.device)))
             p.copy_(news[-1].to(p.dtype))
         if self.master is not None:

@@ -56,8 +56,7 @@ def save_adapter(directory: str | os.PathLike, selection: BiasSelection, model: 
         "shapes": {n: list(t.shape) for n, t in tensors.items()},
         "added": selection.added,
         "head": selection.head_modules,
-        "fused": {s.param_name: s.index.tolist() for s in selection.sites
-                  if s.index is not None and s.index.numel() < s.module.out_features},
+        "fused": {s.param_name: s.index.tolist() for s in selection.sites if s.partial},
         **(extra_meta or {}),
     }
     tmp = d / (ADAPTER_FILE + ".tmp")

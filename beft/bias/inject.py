@@ -89,7 +89,7 @@ def apply_bias(model: nn.Module, targets: str | Iterable[str], *,
     selection.initial = {n: p.detach().to("cpu", copy=True) for n, p in selection.bias_parameters().items()
                          if not hasattr(p, "ds_numel") and not p.is_meta}   # ZeRO-3: the backend fills it gathered
     for site in selection.sites:
-        if site.index is not None and site.index.numel() < site.module.out_features:
+        if site.partial:
             _mask_fused(selection, site)
     return selection
 

@@ -31,6 +31,11 @@ class BiasSite:
         return f"{self.name}.bias"
 
     @property
+    def partial(self) -> bool:
+        """Only some entries of the layer's (fused) bias are selected."""
+        return self.index is not None and self.index.numel() < self.module.out_features
+
+    @property
     def targets(self) -> list[str]:
         return list(self.counts)
 

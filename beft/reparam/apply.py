@@ -98,8 +98,7 @@ def apply_reparam(model: nn.Module, selection: BiasSelection, kind: str, cfg,
     read_full(params) returns full CPU copies: the backend's full_state under ZeRO-3, whose
     local tensors are shards; by default the tensors themselves."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    index_of = {s.param_name: s.index for s in selection.sites
-                if s.index is not None and s.index.numel() < s.module.out_features}
+    index_of = {s.param_name: s.index for s in selection.sites if s.partial}
     biases = selection.bias_parameters()
     b0_full = (read_full or _read_local)(biases)
     modules, shapes, cache = {}, {}, {}
