@@ -122,3 +122,100 @@ def load_model(name: str, arch: str, *, num_labels: int | None = None, dtype: to
     head = sorted({k.rsplit(".", 1)[0] for k in info.get("missing_keys", [])
                    if not k.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias", "o_proj.bias"))})
     return model, tokenizer, head
+
+
+QKVO_BIASES = ("q_proj.bias", "k_proj.bias", "v_proj.bias", "o_proj.bias")
+
+
+def model_class(config, arch: str):
+    auto = tf.AutoModelForSequenceClassification if arch == "encoder" else tf.AutoModelForCausalLM
+    try:
+        return auto._model_mapping[type(config)]
+    except KeyError:
+        raise ValueError(f"{config.model_type}: transformers has no {auto.__name__} for it") from None
+
+
+def build_empty(name: str, arch: str, *, num_labels: int | None = None, dtype: torch.dtype = torch.float32):
+    """The model without its weights, for sharded loading: (model, tokenizer, head, checkpoint, keys).
+
+    Built the way from_pretrained builds it (transformers' own init context): on the meta device,
+    or partitioned by ZeRO-3's zero.Init while an HfDeepSpeedConfig is alive. Every 1-D parameter
+    (biases, norms: a few MB) and every buffer is real at once; the large tensors are left for the
+    backend to fill from `checkpoint` (keys: model name -> checkpoint key) after sharding. The new
+    head is initialised exactly as from_pretrained initialises it (same modules, same order, same
+    seeded draws), so a sharded run starts where a one-process run does."""
+    from transformers.utils.generic import ContextManagers
+    from .backends.checkpoint import Checkpoint
+    path = resolve(name)
+    config = tf.AutoConfig.from_pretrained(path)
+    if arch == "encoder":
+        config.num_labels = num_labels or 2
+    cls = model_class(config, arch)
+    with ContextManagers(cls.get_init_context(dtype, False, False, None)):
+        model = cls(config)
+    model.tie_weights()
+    ckpt = Checkpoint(path)
+    params = dict(model.named_parameters())
+    persistent = set(model.state_dict(keep_vars=True))
+    buffers = {n: b for n, b in model.named_buffers() if n in persistent}
+    keys = checkpoint_keys(model, ckpt, [*params, *buffers])
+    ckpt.check_shapes({n: tuple(getattr(t, "ds_shape", t.shape)) for n, t in {**params, **buffers}.items()
+                       if n in keys}, keys)
+    missing = [n for n in params if n not in keys]
+    with torch.no_grad():
+        for n, t in {**params, **buffers}.items():
+            if n in keys:
+                t._is_hf_initialized = True
+            if n in buffers and n in keys:   # buffers are never sharded: every rank holds them
+                _set_tensor(model, n, ckpt.read(keys[n]).to(t.dtype), is_param=False)
+            elif t.is_meta and (t.dim() <= 1 or n in missing):   # ZeRO-3 partitions: the backend fills them
+                value = ckpt.read(keys[n]).to(t.dtype) if n in keys else torch.empty_like(t, device="cpu")
+                _set_tensor(model, n, value, is_param=True)
+        for n, b in list(model.named_buffers()):   # non-persistent buffers (rotary inv_freq, position ids)
+            if b.is_meta:
+                _set_tensor(model, n, torch.empty_like(b, device="cpu"), is_param=False)
+    model._initialize_missing_keys(False)   # the head's draws and the computed buffers, as from_pretrained
+    tokenizer = tf.AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    head = sorted({k.rsplit(".", 1)[0] for k in missing if not k.endswith(QKVO_BIASES)})
+    return model, tokenizer, head, ckpt, keys
+
+
+def checkpoint_keys(model: torch.nn.Module, ckpt, names: list[str]) -> dict[str, str]:
+    """model name -> checkpoint key, renamed by transformers' own rules for the model (e.g. GPT-NeoX's
+    embed_out -> lm_head, LayerNorm gamma -> weight, the base-model prefix); without them (older
+    transformers), the prefix and legacy-name rules of Checkpoint.match."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+    except ImportError:
+        return ckpt.match(names, model.base_model_prefix)
+    from .backends.checkpoint import CheckpointMismatch
+    transforms = get_model_conversion_mapping(model, None, None)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if not isinstance(t, WeightRenaming)]
+    wanted = dict.fromkeys(names, True)
+    out = {}
+    for key in sorted(ckpt.keys()):
+        name, converter = rename_source_key(key, renamings, converters, model.base_model_prefix, wanted)
+        if converter is not None:
+            raise CheckpointMismatch(f"checkpoint tensor {key} is converted by transformers while loading "
+                                     f"({converter}); sharded loading reads tensors as stored: train this model "
+                                     "on one process")
+        if name in wanted:
+            out[name] = key
+    return out
+
+
+def _set_tensor(model: torch.nn.Module, name: str, value: torch.Tensor, *, is_param: bool) -> None:
+    owner, _, leaf = name.rpartition(".")
+    module = model.get_submodule(owner)
+    if is_param:
+        old = module._parameters[leaf]
+        new = torch.nn.Parameter(value, requires_grad=old.requires_grad)
+        if getattr(old, "_is_hf_initialized", False):
+            new._is_hf_initialized = True
+        module._parameters[leaf] = new
+    else:
+        module._buffers[leaf] = value

@@ -23,7 +23,8 @@ from .backends import dist
 from .bias.adapter import save_adapter
 from . import methods, stop
 from .config import TrainConfig, dump_config
-from .models import is_encoder, load_config as load_model_config, load_model
+from .memory import PeakMemory
+from .models import is_encoder, load_config as load_model_config
 from .outputs import RunDir, atomic_write_json, atomic_write_text
 from .tasks import get_task
 
@@ -102,8 +103,8 @@ class Trainer:
             from .backends import quant as q
             quant = q.quantization_config(8 if cfg.quant == "8bit" else 4)
         num_labels = getattr(self.task, "num_labels", None)
-        self.model, self.tokenizer, head = self.backend.load_model(
-            lambda: load_model(cfg.model, self.arch, num_labels=num_labels, quantization_config=quant))
+        self.model, self.tokenizer, head = self.backend.load_model(cfg.model, self.arch, num_labels=num_labels,
+                                                                   quantization_config=quant)
         self.method = methods.build(cfg.method, self.model, cfg, head, read_full=self.backend.full_state)
         self.selection, self.params, self.counts = self.method.selection, self.method.params, self.method.counts
         if self.method.model is not None:
@@ -493,6 +494,7 @@ class Trainer:
         st, cfg = self.state, self.cfg
         final_state = self.backend.full_state(self.params)
         shards = self.backend.shard_report()
+        memory = self._memory_report()
         result = None
         if self.rank0:
             if self.selection is not None:
@@ -500,7 +502,7 @@ class Trainer:
             result = {"status": "finished", "final": st["evals"][-1] if st["evals"] else None,
                       "best": st["best"], "best_epoch": st["best_epoch"], "main_metric": self.task.main_metric,
                       "trainable": self.counts, "steps": st["step"], "wall_time_s": round(st["train_seconds"], 2),
-                      "world_size": dist.world_size(), "backend": self.backend.name, "sharding_rank0": shards, "model": cfg.model,
+                      "world_size": dist.world_size(), "backend": self.backend.name, "sharding_rank0": shards, "memory": memory, "model": cfg.model,
                       "task": cfg.task, "arch": self.arch, "method": cfg.method, "bias": cfg.bias, "seed": cfg.seed,
                       "n_train": len(self.splits.train), "n_eval": len(self.splits.eval),
                       "notes": self.splits.notes, "beft_version": __version__,
@@ -515,14 +517,28 @@ class Trainer:
         self.backend.cleanup()
         return result
 
+    def _memory_report(self) -> dict:
+        """Per rank: peak anonymous memory (sampled every 0.2 s) and the kernel's resident high-water
+        mark (mapped checkpoint pages included), in GB; and the setup (loading) time of rank 0."""
+        anon, hwm = self.memory.peak()
+        self.memory.stop()
+        world, rank = dist.world_size(), dist.rank()
+        slots = torch.zeros(2, world, dtype=torch.float64)
+        slots[:, rank] = torch.tensor([anon, hwm], dtype=torch.float64) / 1e9
+        slots = dist.sum_tensors([slots])[0]
+        return {"peak_rss_anon_gb": [round(float(x), 3) for x in slots[0]],
+                "vm_hwm_gb": [round(float(x), 3) for x in slots[1]], "setup_s": round(self.setup_seconds, 2)}
+
     def run(self) -> dict | None:
         """setup, train, cleanup. If it fails (not a SIGTERM stop, which leaves a checkpoint to
         resume): a finished run it was replacing (overwrite=true) comes back, and a folder this
         run created is removed when the failure came before training began."""
         created = not self.run_dir.path.exists()
         started = False
+        self.memory, t0 = PeakMemory().start(), time.perf_counter()
         try:
             self.setup()
+            self.setup_seconds = time.perf_counter() - t0
             started = True
             previous = stop.install()
             try:

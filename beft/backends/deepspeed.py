@@ -6,7 +6,6 @@ import contextlib
 import glob
 import os
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -37,24 +36,47 @@ class DeepSpeedBackend(LocalBackend):
         super().init()
         atexit.register(unlink_cpu_allreduce_buffer)
 
-    def load_model(self, load: Callable[[], tuple]) -> tuple:
+    def load_model(self, name: str, arch: str, *, num_labels: int | None = None,
+                   quantization_config=None) -> tuple:
         from transformers import AutoConfig
         from transformers.integrations import HfDeepSpeedConfig
-        from ..models import resolve
-        mcfg = AutoConfig.from_pretrained(resolve(self.cfg.model))
+        from ..models import build_empty, load_model, resolve
+        mcfg = AutoConfig.from_pretrained(resolve(name))
         hidden = getattr(mcfg, "hidden_size", None) or getattr(mcfg, "n_embd", None)
         self.ds_config = fill(self.cfg.deepspeed_config, self.cfg, dist.world_size(), hidden)
         self.stage = zero_stage(self.ds_config)
-        # Kept alive: while it exists, from_pretrained builds the model under zero.Init, so
-        # ZeRO-3 partitions the weights at load time (no full copy per rank).
+        self.base_dtype = (torch.bfloat16 if self.ds_config.get("bf16", {}).get("enabled") else
+                           torch.float16 if self.ds_config.get("fp16", {}).get("enabled") else torch.float32)
+        # Kept alive: while it exists, transformers builds the model under zero.Init, so ZeRO-3
+        # partitions the weights as each layer is created (no full copy per rank).
         self._hf_ds = HfDeepSpeedConfig(self.ds_config)
-        model, tokenizer, head = load()
+        if self.stage == 3 and quantization_config is None:
+            # not from_pretrained: under ZeRO-3 it reads every checkpoint file whole into rank 0's
+            # memory before partitioning; here each tensor is gathered and filled one at a time
+            model, tokenizer, head, ckpt, keys = build_empty(name, arch, num_labels=num_labels,
+                                                             dtype=self.base_dtype)
+            self._fill_partitioned(model, ckpt, keys)
+        else:
+            model, tokenizer, head = load_model(name, arch, num_labels=num_labels, dtype=self.base_dtype,
+                                                quantization_config=quantization_config)
         # proof that ZeRO-3 never held a full copy: right after loading, before any bias is
         # added, every weight is a ZeRO parameter whose local shard is about 1/world of it
         local = sum(int(p.ds_tensor.numel()) if hasattr(p, "ds_tensor") else p.numel() for p in model.parameters())
         full = sum(int(getattr(p, "ds_numel", p.numel())) for p in model.parameters())
         self.load_report = {"loaded_local_numel": local, "loaded_full_numel": full}
         return model, tokenizer, head
+
+    @staticmethod
+    def _fill_partitioned(model, ckpt, keys: dict[str, str]) -> None:
+        """Rank 0 copies each checkpoint tensor, read out of the memory-mapped file, into the gathered
+        parameter; leaving the context re-partitions it. A rank holds its partition plus one tensor."""
+        import deepspeed
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in keys and hasattr(p, "ds_id"):
+                    with deepspeed.zero.GatheredParameters([p], modifier_rank=0):
+                        if dist.rank() == 0:
+                            p.data.copy_(ckpt.read(keys[n]))
 
     def prepare(self, model, params: dict[str, torch.Tensor], build_optim) -> dict:
         import deepspeed

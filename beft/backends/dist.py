@@ -37,6 +37,15 @@ def half_dtype(precision: str) -> torch.dtype | None:
     return torch.float16 if precision == "fp16" else torch.bfloat16
 
 
+def base_dtype(precision: str) -> torch.dtype:
+    """The dtype of the frozen base weights. A frozen weight needs no fp32 copy: precision=bf16 / fp16
+    loads it in 16 bits on any device (the CPU too); auto does so where the GPU has a native half type
+    (see half_dtype). Trained tensors keep fp32 values whatever this says."""
+    if precision in ("bf16", "fp16"):
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    return half_dtype(precision) or torch.float32
+
+
 def comm_backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 

@@ -29,26 +29,67 @@ class FSDPBackend(LocalBackend):
         from torch.distributed.device_mesh import init_device_mesh
         self.mesh = init_device_mesh(self.device.type, (dist.world_size(),))
 
-    def load_model(self, load):
-        model, tokenizer, head = load()
-        return model, tokenizer, head     # sharded in prepare(), after the biases are selected
+    def load_model(self, name: str, arch: str, *, num_labels: int | None = None,
+                   quantization_config=None) -> tuple:
+        """Sharded from the first byte: the model is built on the meta device (its head, 1-D
+        parameters and buffers real, as from_pretrained would make them); the weights are read in
+        prepare(), each rank reading only the rows of the shards it owns."""
+        from ..models import build_empty
+        self.base_dtype = dist.base_dtype(self.cfg.precision)
+        model, tokenizer, head, self.checkpoint, self.keys = build_empty(name, arch, num_labels=num_labels,
+                                                                         dtype=self.base_dtype)
+        return model, tokenizer, head
 
     def prepare(self, model: nn.Module, params: dict[str, torch.Tensor], build_optim) -> dict:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-        model.to(self.device)
+        # what exists before sharding (new head, 1-D parameters, added biases, buffers, reparam
+        # tensors) is kept aside and sliced after; everything else is read from the checkpoint
+        named = [*model.named_parameters(), *model.named_buffers()]
+        real = {n: t.detach().clone() for n, t in named if not t.is_meta}
+        with torch.no_grad():
+            model.to("meta")
+            for n, p in model.named_parameters():   # frozen: the base dtype; trained: fp32 values
+                if p.dtype.is_floating_point:
+                    p.data = p.data.to(torch.float32 if n in params else self.base_dtype)
         kw = {"mesh": self.mesh}
-        dtype = dist.half_dtype(self.cfg.precision) if self.device.type == "cuda" else None
-        if dtype is not None:
-            kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        if self.base_dtype != torch.float32:   # compute in 16 bits, reduce gradients in fp32
+            kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=self.base_dtype, reduce_dtype=torch.float32)
         for block in _blocks(model):
             fully_shard(block, **kw)
         fully_shard(model, **kw)
+        model.to_empty(device=self.device)
+        self._fill(model, real)
         # fully_shard replaced the parameters by DTensor shards: look them up again by name
         live = dict(model.named_parameters())
         params = {n: live[n] for n in params}
         self.model = model
         self.optimizer, self.scheduler = build_optim(list(params.values()))
         return params
+
+    def _fill(self, model: nn.Module, real: dict[str, torch.Tensor]) -> None:
+        """Each rank copies the rows of dim 0 it owns (FSDP2's Shard(0)) into its shards: from the
+        tensors kept before sharding, or straight out of the memory-mapped checkpoint."""
+        from torch.distributed.tensor import Shard
+        from .checkpoint import CheckpointMismatch, shard_rows
+        world, rank = dist.world_size(), dist.rank()
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                rows = None
+                if hasattr(p, "to_local"):
+                    if tuple(p.placements) != (Shard(0),):
+                        raise RuntimeError(f"{n}: FSDP2 placement {p.placements}, expected Shard(0)")
+                    rows = shard_rows(p.shape[0], world, rank)
+                if n in real:
+                    src = real[n] if rows is None else real[n][rows[0]:rows[1]]
+                elif n in self.keys:
+                    src = self.checkpoint.read(self.keys[n], rows)
+                else:
+                    raise CheckpointMismatch(f"{n}: the checkpoint in {self.checkpoint.folder} has no tensor "
+                                             "for it and nothing created it: the checkpoint does not match "
+                                             "its config.json")
+                (p.to_local() if rows is not None else p).copy_(src)
+            for n, b in model.named_buffers():
+                b.copy_(real[n])
 
     def autocast(self):
         return torch.autocast(self.device.type, enabled=False)   # the MixedPrecisionPolicy casts

@@ -4,8 +4,6 @@ from __future__ import annotations
 import contextlib
 import random
 from pathlib import Path
-from typing import Callable
-
 import torch
 from torch import nn
 
@@ -20,6 +18,7 @@ class LocalBackend:
         self.model: nn.Module | None = None
         self.optimizer = None
         self.scheduler = None
+        self.base_dtype = torch.float32
 
     # -- lifecycle -------------------------------------------------------------------------
     def init(self) -> None:
@@ -29,8 +28,13 @@ class LocalBackend:
                                "was chosen: add --fsdp, or use deepspeed --config ds_configs/zero2.json")
         self.rank, self.world_size, self.device = dist.rank(), dist.world_size(), dist.device()
 
-    def load_model(self, load: Callable[[], tuple]) -> tuple:
-        model, tokenizer, head = load()
+    def load_model(self, name: str, arch: str, *, num_labels: int | None = None,
+                   quantization_config=None) -> tuple:
+        """(model, tokenizer, head): the frozen base in dist.base_dtype(precision)."""
+        from ..models import load_model
+        self.base_dtype = dist.base_dtype(self.cfg.precision)
+        model, tokenizer, head = load_model(name, arch, num_labels=num_labels, dtype=self.base_dtype,
+                                            quantization_config=quantization_config)
         if not (getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False)):
             model.to(self.device)
         return model, tokenizer, head
@@ -38,15 +42,16 @@ class LocalBackend:
     def prepare(self, model: nn.Module, params: dict[str, torch.Tensor], build_optim) -> dict:
         """Wrap the model, build optimizer + scheduler over the trainable params; return the
         (possibly replaced) trainable parameters by name."""
+        keep_fp32(params)
         self.model = model
         self.optimizer, self.scheduler = build_optim(list(params.values()))
         return params
 
     def autocast(self):
-        dtype = dist.half_dtype(self.cfg.precision) if self.device.type == "cuda" else None
-        if dtype is not None:
-            return torch.autocast("cuda", dtype=dtype)
-        return torch.autocast("cpu", enabled=False)
+        """A 16-bit base computes in its dtype; the fp32 trained tensors are cast on the fly."""
+        if self.base_dtype != torch.float32:
+            return torch.autocast(self.device.type, dtype=self.base_dtype)
+        return torch.autocast(self.device.type, enabled=False)
 
     # -- one micro-step ----------------------------------------------------------------------
     def backward(self, loss: torch.Tensor) -> None:
@@ -105,6 +110,14 @@ class LocalBackend:
 
     def cleanup(self) -> None:
         dist.destroy()
+
+
+def keep_fp32(params: dict[str, torch.Tensor]) -> None:
+    """Trained tensors hold fp32 values (a 16-bit base loaded them in its dtype): an update of
+    lr x grad ~ 1e-5 would vanish in bf16's 8-bit mantissa."""
+    for p in params.values():
+        if p.dtype.is_floating_point and p.dtype != torch.float32:
+            p.data = p.data.float()
 
 
 def rng_state() -> dict:

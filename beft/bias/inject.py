@@ -35,7 +35,9 @@ def add_zero_bias(module: nn.Module, dtype: torch.dtype | None = None) -> nn.Par
     w = module.weight
     if dtype is None:
         dtype = w.dtype if w.dtype.is_floating_point else torch.float32
-    module.bias = nn.Parameter(torch.zeros(int(module.out_features), dtype=dtype, device=w.device))
+    # a weight on the meta device (sharded loading) gets a real zero bias: it has no checkpoint value
+    device = "cpu" if w.is_meta else w.device
+    module.bias = nn.Parameter(torch.zeros(int(module.out_features), dtype=dtype, device=device))
     return module.bias
 
 
