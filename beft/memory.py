@@ -29,7 +29,9 @@ class PeakMemory:
 
     def __init__(self, every: float = 0.2):
         self.every = every
-        self.peak_anon = read_status().get("RssAnon", 0)
+        start = read_status()
+        self.start_anon = self.peak_anon = start.get("RssAnon", 0)
+        self.start_rss = start.get("VmRSS", 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="beft-memory", daemon=True)
 
@@ -48,3 +50,22 @@ class PeakMemory:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameters (malloc.h)
+
+
+def tune_allocator(threshold: int = 1 << 20) -> bool:
+    """Hand freed host memory back to the kernel. glibc raises its mmap threshold to the largest
+    block freed so far (up to 32 MB), so every gathered layer (a few MB each) comes from the heap
+    afterwards, and the heap is not trimmed: on 2 FSDP2 ranks of a 0.78 GB bf16 model this kept 2.1
+    GB per rank resident against 0.93 GB with a fixed 1 MB threshold (measured, docs/scale.md). A
+    fixed threshold also turns the dynamic adjustment off. False where glibc is not the allocator."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(mallopt(M_TRIM_THRESHOLD, threshold))

@@ -125,6 +125,8 @@ def load_model(name: str, arch: str, *, num_labels: int | None = None, dtype: to
 
 
 QKVO_BIASES = ("q_proj.bias", "k_proj.bias", "v_proj.bias", "o_proj.bias")
+# top-level modules a task model may add to a pretrained base (initialised, then trained)
+NEW_MODULES = ("classifier", "score", "qa_outputs", "lm_head", "pooler")
 
 
 def model_class(config, arch: str):
@@ -145,7 +147,7 @@ def build_empty(name: str, arch: str, *, num_labels: int | None = None, dtype: t
     head is initialised exactly as from_pretrained initialises it (same modules, same order, same
     seeded draws), so a sharded run starts where a one-process run does."""
     from transformers.utils.generic import ContextManagers
-    from .backends.checkpoint import Checkpoint
+    from .backends.checkpoint import Checkpoint, CheckpointMismatch
     path = resolve(name)
     config = tf.AutoConfig.from_pretrained(path)
     if arch == "encoder":
@@ -162,6 +164,10 @@ def build_empty(name: str, arch: str, *, num_labels: int | None = None, dtype: t
     ckpt.check_shapes({n: tuple(getattr(t, "ds_shape", t.shape)) for n, t in {**params, **buffers}.items()
                        if n in keys}, keys)
     missing = [n for n in params if n not in keys]
+    lost = [n for n in missing if not n.endswith(QKVO_BIASES) and n.split(".")[0] not in NEW_MODULES]
+    if lost:
+        raise CheckpointMismatch(f"the checkpoint in {path} has no tensor {lost[0]} (nor {len(lost) - 1} more "
+                                 "of the base model's): it does not match its config.json")
     with torch.no_grad():
         for n, t in {**params, **buffers}.items():
             if n in keys:

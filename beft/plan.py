@@ -424,10 +424,25 @@ def plan(a: Arch, m: Method, s: Setup) -> dict:
     top_grad = outer_params(a)[top] * grad_b if m.kind == "full" else 0.0
     if m.kind == "full" and (s.zero >= 2 or shard3):
         top_grad /= s.gpus
-    peak = weights + gather + opt + max(act["saved"] + act["transient"] + top_grad, grads)
+    train_peak = weights + gather + opt + max(act["saved"] + act["transient"] + top_grad, grads)
+    load = weights + _in_flight(a, s, w16)
     return {"params": n_total, "trainable": n_train, "weights": weights + gather, "grads": grads,
             "optimizer": opt, "activations": act["saved"], "transient": act["transient"] + top_grad,
-            "peak": peak}
+            "load": load, "train_peak": train_peak, "peak": max(train_peak, load)}
+
+
+def _in_flight(a: Arch, s: Setup, w16: int) -> float:
+    """Bytes beyond the loaded weights while loading (beft's loaders, tensor by tensor): ZeRO-3
+    gathers one whole tensor and rank 0 holds its copy read from the checkpoint; FSDP2 reads only a
+    rank's rows of it; one process (8-bit: quantising) holds one tensor read in 16 or 32 bits."""
+    largest = max(a.vocab * a.hidden, a.hidden * a.intermediate, a.qd * a.hidden)
+    if s.offload in ("param", "all"):
+        return largest * w16
+    if s.fsdp and s.gpus > 1:
+        return largest * w16 / s.gpus
+    if s.zero == 3 and s.gpus > 1:
+        return 2 * largest * w16
+    return largest * (2 if s.dtype in ("int8", "int4") else w16)
 
 
 def fits(peak: float, gpu: str) -> tuple[bool, float]:
@@ -453,6 +468,7 @@ def format_plan(name: str, m: Method, s: Setup, p: dict, gpu: str | None = None)
              "  per GPU (GB = 1e9 bytes):"]
     for k in ("weights", "grads", "optimizer", "activations", "transient"):
         lines.append(f"    {k:<12}{p[k] / GB:9.2f}")
+    lines.append(f"    {'loading':<12}{p['load'] / GB:9.2f}  (weights + the tensor in flight)")
     lines.append(f"    {'peak':<12}{p['peak'] / GB:9.2f}")
     if gpu:
         ok, usable = fits(p["peak"], gpu)

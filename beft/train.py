@@ -23,7 +23,7 @@ from .backends import dist
 from .bias.adapter import save_adapter
 from . import methods, stop
 from .config import TrainConfig, dump_config
-from .memory import PeakMemory
+from .memory import PeakMemory, tune_allocator
 from .models import is_encoder, load_config as load_model_config
 from .outputs import RunDir, atomic_write_json, atomic_write_text
 from .tasks import get_task
@@ -518,16 +518,19 @@ class Trainer:
         return result
 
     def _memory_report(self) -> dict:
-        """Per rank: peak anonymous memory (sampled every 0.2 s) and the kernel's resident high-water
-        mark (mapped checkpoint pages included), in GB; and the setup (loading) time of rank 0."""
+        """Per rank, in GB: peak anonymous memory (sampled every 0.2 s), the kernel's resident high-water
+        mark (mapped checkpoint pages included), anonymous memory when the run began (imports done);
+        and the setup (loading) time of rank 0."""
         anon, hwm = self.memory.peak()
         self.memory.stop()
         world, rank = dist.world_size(), dist.rank()
-        slots = torch.zeros(2, world, dtype=torch.float64)
-        slots[:, rank] = torch.tensor([anon, hwm], dtype=torch.float64) / 1e9
+        keys = ("peak_rss_anon_gb", "vm_hwm_gb", "start_rss_anon_gb", "start_rss_gb")
+        slots = torch.zeros(len(keys), world, dtype=torch.float64)
+        slots[:, rank] = torch.tensor([anon, hwm, self.memory.start_anon, self.memory.start_rss],
+                                      dtype=torch.float64) / 1e9
         slots = dist.sum_tensors([slots])[0]
-        return {"peak_rss_anon_gb": [round(float(x), 3) for x in slots[0]],
-                "vm_hwm_gb": [round(float(x), 3) for x in slots[1]], "setup_s": round(self.setup_seconds, 2)}
+        return {**{k: [round(float(x), 3) for x in row] for k, row in zip(keys, slots)},
+                "setup_s": round(self.setup_seconds, 2)}
 
     def run(self) -> dict | None:
         """setup, train, cleanup. If it fails (not a SIGTERM stop, which leaves a checkpoint to
@@ -535,6 +538,7 @@ class Trainer:
         run created is removed when the failure came before training began."""
         created = not self.run_dir.path.exists()
         started = False
+        tune_allocator()
         self.memory, t0 = PeakMemory().start(), time.perf_counter()
         try:
             self.setup()

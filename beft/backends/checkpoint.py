@@ -44,9 +44,13 @@ class Checkpoint:
         return tuple(self._open[self.file_of[key]].get_slice(key).get_shape())
 
     def read(self, key: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
-        """The tensor (a copy out of the mapped file), or only rows [start, stop) of dim 0."""
-        part = self._open[self.file_of[key]].get_slice(key)
-        return part[rows[0]:rows[1]] if rows is not None else part[:]
+        """The tensor (a copy out of the mapped file), or only rows [start, stop) of dim 0. The file
+        is mapped for this read alone: its pages leave the process's resident set once copied (a
+        long-lived mapping would keep every page a rank has read resident in it)."""
+        from safetensors import safe_open
+        with safe_open(str(self.folder / self.file_of[key]), framework="pt") as handle:
+            part = handle.get_slice(key)
+            return part[rows[0]:rows[1]] if rows is not None else part[:]
 
     def match(self, names: list[str], prefix: str = "") -> dict[str, str]:
         """model name -> checkpoint key for each name the checkpoint holds: exact, with the base model

@@ -21,6 +21,17 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
     return blocks
 
 
+def _units(model: nn.Module) -> list[nn.Module]:
+    """What is sharded (and gathered) as one piece before the root: each block, and the input and
+    output embeddings when untied (LLaMA-2's are 131 M parameters each: left in the root they would
+    be gathered whole, together, for the whole forward)."""
+    units = _blocks(model)
+    emb, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if emb is not None and out is not None and getattr(out, "weight", None) is getattr(emb, "weight", 0):
+        return units   # tied: one parameter, it stays in the root
+    return units + [m for m in (emb, out) if m is not None and m not in units]
+
+
 class FSDPBackend(LocalBackend):
     name = "fsdp"
 
@@ -54,8 +65,8 @@ class FSDPBackend(LocalBackend):
         kw = {"mesh": self.mesh}
         if self.base_dtype != torch.float32:   # compute in 16 bits, reduce gradients in fp32
             kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=self.base_dtype, reduce_dtype=torch.float32)
-        for block in _blocks(model):
-            fully_shard(block, **kw)
+        for unit in _units(model):
+            fully_shard(unit, **kw)
         fully_shard(model, **kw)
         model.to_empty(device=self.device)
         self._fill(model, real)
