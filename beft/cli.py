@@ -1,9 +1,11 @@
-"""Shared command-line plumbing: key=value arguments and one-line errors."""
+"""Shared command-line plumbing: key=value arguments, one-line errors, machine-readable output."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 
 class UsageError(ValueError):
@@ -29,6 +31,59 @@ def model_config(name: str, builtin: Iterable[str] = ()):
         return load_config(name, builtin)
     except ModelNotFound as e:
         raise UsageError(str(e)) from None
+
+
+def wants_json(args: list[str], key: str = "json") -> bool:
+    """Whether key=value arguments ask for machine-readable output (json=true), read from argv before
+    anything heavy is imported; a bad value is False here and the command's own parsing reports it."""
+    from .config import ConfigError, _coerce
+    value = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith(key + "=")), None)
+    try:
+        return value is not None and _coerce(value, bool, key)
+    except ConfigError:
+        return False
+
+
+@contextlib.contextmanager
+def machine_output(enabled: bool = True) -> Iterator[Callable[[Any], None]]:
+    """Stdout holds the JSON document alone, whatever libraries print meanwhile.
+
+        with machine_output(wants_json(argv)) as emit:
+            import transformers   # heavy imports after the redirect: their warnings go to stderr
+            ...
+            emit(document)
+
+    While the block runs, file descriptor 1 is the process's stderr and sys.stdout is sys.stderr, so
+    print(), logging handlers that captured sys.stdout when their library was imported (DeepSpeed's
+    "Setting accelerator to CPU" warning) and C-level writes to fd 1 all land on stderr. emit(doc)
+    keeps the document; when the block ends, fd 1 and sys.stdout are restored and, without an error,
+    the last document given is written as JSON to stdout. On an error stdout stays empty.
+    enabled=False (human-readable output): nothing is redirected and emit prints the document."""
+    if not enabled:
+        yield lambda doc: print(json.dumps(doc, indent=1))
+        return
+    doc: list[Any] = []
+    saved = sys.stdout
+    for f in (saved, sys.__stdout__, sys.stderr):   # what was printed before goes where it was meant to
+        if f is not None:
+            with contextlib.suppress(OSError, ValueError):
+                f.flush()
+    real = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield doc.append
+    finally:
+        for f in (saved, sys.__stdout__, sys.stderr):   # noise still buffered for fd 1 goes to stderr too
+            if f is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    f.flush()
+        os.dup2(real, 1)
+        os.close(real)
+        sys.stdout = saved
+    if doc:   # the block ended without an error
+        saved.write(json.dumps(doc[-1], indent=1) + "\n")
+        saved.flush()
 
 
 def run(main: Callable[[list[str]], int], argv: list[str]) -> None:

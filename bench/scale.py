@@ -5,6 +5,7 @@ for 2 steps with each launcher, print per-rank peak memory, load and step time, 
     python bench/scale.py write llama2-7b /data/llama2-7b-random            # 13.8 GB, bf16
     python bench/scale.py run /data/llama2-7b-random --launchers zero3,fsdp,8bit
     python bench/scale.py all llama2-7b /data/llama2-7b-random --json out.json
+    python bench/scale.py report /data/llama2-7b-random --launchers fsdp   # runs finished earlier
 
 write: the config of a built-in shape (beft/plan.py: llama2-7b, opt-6.7b, gpt-j-6b; --layers,
 --hidden, --intermediate, --vocab shrink it), random values streamed tensor by tensor into
@@ -17,8 +18,10 @@ run: each launcher in its own fresh process tree, one after the other: `deepspee
 `--load_in_8bit`, one plain process (`local`); SST-2 prompts, batch 2 x 32 tokens, 2 steps. Memory
 is what beft's trainer samples in each rank (beft/memory.py): peak RssAnon every 0.2 s (anonymous
 memory: the mapped checkpoint's page cache is not in it) and the kernel's VmHWM (mapped pages
-included); "above start" subtracts the RssAnon a rank holds after its imports. The planner's peak
-(beft/plan.py, load-time term included) is printed beside it with their ratio.
+included); "above start" subtracts what a rank held after its imports (RssAnon, VmRSS). One process
+keeps a checkpoint stored in the loaded dtype memory-mapped (its weights are file pages, not
+anonymous memory), so VmHWM above start is the figure comparable across launchers and with the
+planner's peak (beft/plan.py, load-time term included), printed beside it with their ratio.
 """
 from __future__ import annotations
 
@@ -206,7 +209,8 @@ def run_one(launcher: str, ckpt: Path, root: Path, precision: str, steps: int, l
             timeout: int) -> dict:
     out = root / launcher
     prec = "fp32" if launcher == "8bit" and precision == "auto" else precision
-    env = {"BEFT_DATA_DIR": str(ROOT.parent / "shared" / "data"), **os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1",
+    env = {"BEFT_DATA_DIR": str(ROOT.parent / "shared" / "data"), **os.environ, "OMP_NUM_THREADS": "1",
+           "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()
     p = subprocess.run(command(launcher, train_args(ckpt, out, prec, steps, length)), capture_output=True,
@@ -217,6 +221,11 @@ def run_one(launcher: str, ckpt: Path, root: Path, precision: str, steps: int, l
     if p.returncode != 0:
         row["error"] = (p.stderr or p.stdout)[-2000:]
         return row
+    return collect(out, row)
+
+
+def collect(out: Path, row: dict) -> dict:
+    """Add a finished run's memory and times (its result.json and metrics.jsonl) to a table row."""
     res = json.loads((out / "result.json").read_text())
     steps_log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     step_s = [2 / r["examples_per_s"] for r in steps_log if "examples_per_s" in r]
@@ -243,18 +252,18 @@ def predicted(ckpt: Path, launcher: str, precision: str, length: int) -> float:
 def table(meta: dict, rows: list[dict]) -> str:
     lines = [f"checkpoint: {meta.get('folder')} ({meta.get('params', 0) / 1e9:.2f} B parameters, "
              f"{meta.get('bytes', 0) / 1e9:.2f} GB, files {meta.get('files')}, vocab {meta.get('vocab')})", "",
-             "| launcher | ranks | precision | peak RssAnon / rank (GB) | above start (GB) | VmHWM / rank (GB) "
-             "| load (s) | step (s) | planner (GB) | measured above start / planner |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| launcher | ranks | precision | peak RssAnon / rank (GB) | RssAnon above start | VmHWM / rank (GB) "
+             "| VmHWM above start | load (s) | step (s) | planner (GB) | VmHWM above start / planner |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("rc"):
             lines.append(f"| {r['launcher']} | {r['ranks']} | {r['precision']} | failed (rc {r['rc']}) "
-                         "| | | | | | |")
+                         "| | | | | | | |")
             continue
-        ratio = r["above_start_gb"] / r["planner_gb"] if r.get("planner_gb") else float("nan")
+        ratio = r["rss_above_start_gb"] / r["planner_gb"] if r.get("planner_gb") else float("nan")
         lines.append(f"| {r['launcher']} | {r['ranks']} | {r['precision']} | {r['peak_anon_gb']:.2f} | "
-                     f"{r['above_start_gb']:.2f} | {r['vm_hwm_gb']:.2f} | {r['load_s']:.0f} | {r['step_s']} | "
-                     f"{r['planner_gb']:.2f} | {ratio:.2f} |")
+                     f"{r['above_start_gb']:.2f} | {r['vm_hwm_gb']:.2f} | {r['rss_above_start_gb']:.2f} | "
+                     f"{r['load_s']:.0f} | {r['step_s']} | {r['planner_gb']:.2f} | {ratio:.2f} |")
     return "\n".join(lines)
 
 
@@ -270,6 +279,15 @@ def run_all(ckpt: Path, launchers: list[str], precision: str, steps: int, length
         print(f"[scale] {launcher}: {json.dumps(row)[:400]}", file=sys.stderr, flush=True)
         rows.append(row)
     return rows
+
+
+def write(args) -> dict:
+    cfg = shape_config(args.shape, args.layers, args.hidden, args.intermediate, args.vocab)
+    t0 = time.perf_counter()
+    meta = write_checkpoint(cfg, args.out, args.dtype, args.shard_gb, tokenizer=args.tokenizer)
+    meta["write_s"] = round(time.perf_counter() - t0, 1)
+    print(f"[scale] wrote {json.dumps(meta)}", file=sys.stderr, flush=True)
+    return meta
 
 
 def main(argv=None) -> int:
@@ -289,7 +307,9 @@ def main(argv=None) -> int:
                        "(49,152 ids) or minilm (BERT WordPiece, 30,522)")
     r = sub.add_parser("run")
     r.add_argument("out", type=Path)
-    for p in (r, sub.choices["all"]):
+    rep = sub.add_parser("report", help="the table of runs already finished under --workdir")
+    rep.add_argument("out", type=Path)
+    for p in (r, rep, sub.choices["all"]):
         p.add_argument("--launchers", default="zero3,fsdp,8bit")
         p.add_argument("--precision", default="bf16")
         p.add_argument("--steps", type=int, default=2)
@@ -299,23 +319,33 @@ def main(argv=None) -> int:
         p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     meta = {}
-    if args.cmd in ("write", "all"):
-        cfg = shape_config(args.shape, args.layers, args.hidden, args.intermediate, args.vocab)
-        t0 = time.perf_counter()
-        meta = write_checkpoint(cfg, args.out, args.dtype, args.shard_gb, tokenizer=args.tokenizer)
-        meta["write_s"] = round(time.perf_counter() - t0, 1)
-        print(f"[scale] wrote {json.dumps(meta)}", file=sys.stderr, flush=True)
-        if args.cmd == "write":
-            print(json.dumps(meta))
-            return 0
+    if args.cmd == "write":   # stdout: the JSON document alone, whatever libraries print meanwhile
+        from beft.cli import machine_output
+        with machine_output() as emit:
+            emit(write(args))
+        return 0
+    if args.cmd == "all":
+        meta = write(args)
     if not meta:
         files = {f.name: f.stat().st_size for f in sorted(args.out.glob("*.safetensors"))}
         cfg = json.loads((args.out / "config.json").read_text())
-        meta = {"folder": str(args.out), "files": files, "bytes": sum(files.values()), "vocab": cfg.get("vocab_size")}
+        meta = {"folder": str(args.out), "files": files, "bytes": sum(files.values()),
+                "vocab": cfg.get("vocab_size")}
     launchers = [x for x in args.launchers.split(",") if x]
     for x in launchers:
         command(x, [])   # unknown names fail before anything runs
-    rows = run_all(args.out, launchers, args.precision, args.steps, args.length, args.timeout, args.workdir)
+    if args.cmd == "report":   # runs that finished earlier (e.g. started by a run that was stopped)
+        root = args.workdir or args.out.parent / (args.out.name + "-runs")
+        rows = []
+        for x in launchers:
+            cfg = (root / x / "config.yaml").read_text()
+            prec = next(line.split(":", 1)[1].strip() for line in cfg.splitlines() if line.startswith("precision:"))
+            row = collect(root / x, {"launcher": x, "ranks": 2 if x in ("zero3", "fsdp") else 1, "rc": 0,
+                                     "precision": prec})
+            row["planner_gb"] = round(predicted(args.out, x, prec, args.length), 3)
+            rows.append(row)
+    else:
+        rows = run_all(args.out, launchers, args.precision, args.steps, args.length, args.timeout, args.workdir)
     print(table(meta, rows))
     if args.json:
         args.json.write_text(json.dumps({"checkpoint": meta, "rows": rows}, indent=1))

@@ -8,22 +8,27 @@ MODEL: a hub id, a local folder, a .gguf file (or folder holding one), or a shor
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from beft.bias.inventory import format_report, inventory, structure_model  # noqa: E402
-from beft.cli import UsageError, model_config, parse_kv, run  # noqa: E402
+from beft.cli import UsageError, machine_output, model_config, parse_kv, run, wants_json  # noqa: E402
 from beft.config import _coerce, load_config as train_config  # noqa: E402
-from beft.models import is_encoder  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    # json=true: stdout is the report alone; what torch / transformers / DeepSpeed print goes to stderr
+    with machine_output(wants_json(argv[1:])) as emit:
+        return _main(argv, emit)
+
+
+def _main(argv: list[str], emit) -> int:
+    from beft.bias.inventory import format_report, inventory, structure_model
+    from beft.models import is_encoder
     name, opts = argv[0], parse_kv(argv[1:], allowed={"bias", "arch", "num_labels", "bias_patterns", "json"})
     if "=" in name and not Path(name).exists():
         raise UsageError(f"{name!r}: the first argument is the model (e.g. minilm), then key=value options")
@@ -42,7 +47,7 @@ def main(argv: list[str]) -> int:
     head = [h for h in head if hasattr(model, h)]
     _, report = inventory(model, cfg.bias, patterns=cfg.bias_patterns or None, head=head)
     if as_json:
-        print(json.dumps(report, indent=1))
+        emit(report)
     else:
         print(format_report(report, name))
     return 0

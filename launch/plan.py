@@ -18,13 +18,12 @@ gpu     t4 | a40 | a100-40 | a100-80 | h100-80 | h200 (or all)   json  true: pri
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from beft.cli import UsageError, model_config, parse_kv, run  # noqa: E402
+from beft.cli import UsageError, machine_output, model_config, parse_kv, run, wants_json  # noqa: E402
 from beft.config import ConfigError, _coerce, load_config  # noqa: E402
 from beft.plan import BUILTIN, GB, GPUS, Method, Setup, fits, format_plan, load_arch, plan  # noqa: E402
 
@@ -62,6 +61,12 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    # json=true: stdout is the plan alone; what a library prints (reading a hub config) goes to stderr
+    with machine_output(wants_json(argv)) as emit:
+        return _main(argv, emit)
+
+
+def _main(argv: list[str], emit) -> int:
     o = parse_kv(argv, allowed=KEYS)
     if not o.get("model"):
         raise UsageError("model=... is required (a built-in name, a hub id or a local folder)")
@@ -90,7 +95,7 @@ def main(argv: list[str]) -> int:
     gpus = list(GPUS) if o.get("gpu") == "all" else ([o["gpu"]] if o.get("gpu") else [])
     if flags.get("json"):
         p["fits"] = {g: fits(p["peak"], g)[0] for g in gpus}
-        print(json.dumps(p, indent=1))
+        emit(p)
         return 0
     print(format_plan(o["model"], method, setup, p, gpus[0] if len(gpus) == 1 else None))
     if len(gpus) > 1:

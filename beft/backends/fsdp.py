@@ -29,7 +29,8 @@ def _units(model: nn.Module) -> list[nn.Module]:
     emb, out = model.get_input_embeddings(), model.get_output_embeddings()
     if emb is not None and out is not None and getattr(out, "weight", None) is getattr(emb, "weight", 0):
         return units   # tied: one parameter, it stays in the root
-    return units + [m for m in (emb, out) if m is not None and m not in units]
+    inside = {id(m) for b in units for m in b.modules()}   # e.g. BERT's word embeddings sit in a block
+    return units + [m for m in (emb, out) if m is not None and id(m) not in inside]
 
 
 class FSDPBackend(LocalBackend):

@@ -7,7 +7,7 @@ import torch
 
 import pytest
 
-from train_helpers import adapter, base_args, launch, max_diff, result
+from train_helpers import adapter, assert_runs_agree, base_args, launch, result, shm_buffers
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 LAUNCHERS = ["deepspeed:zero2", "deepspeed:zero3", "deepspeed:zero3_offload", "fsdp"]
@@ -23,13 +23,12 @@ def reference(tiny_dirs, need_data, tmp_path_factory):
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_path):
-    import glob
     out = tmp_path / "run"
-    shm = set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*"))
+    shm = shm_buffers()
     p = launch(base_args(tiny_dirs["bert"], out), launcher=launcher)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     # DeepSpeed's CPU all-reduce buffers (66 MB per rank) are unlinked at exit, not left in RAM
-    assert not set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*")) - shm
+    assert not shm_buffers(p.port) - shm
     r = result(out)
     assert r["world_size"] == 2
     assert r["backend"] == ("fsdp" if launcher == "fsdp" else "deepspeed")
@@ -40,7 +39,7 @@ def test_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_path):
         assert shards["frozen_local_numel"] <= 0.55 * shards["frozen_full_numel"]
     if launcher.startswith("deepspeed:zero3"):   # ... already at load time: no full copy per rank
         assert shards["loaded_local_numel"] <= 0.55 * shards["loaded_full_numel"]
-    assert max_diff(adapter(out), adapter(reference)) <= 1e-5
+    assert_runs_agree(out, reference)
     ref = result(reference)
     assert r["final"]["accuracy"] == ref["final"]["accuracy"]
     assert r["trainable"]["bias"] == ref["trainable"]["bias"]
@@ -56,7 +55,7 @@ def test_two_rank_kill_and_resume(launcher, tiny_dirs, need_data, tmp_path):
     p = launch(args(tmp_path / "b"), launcher=launcher)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     assert "resumed from step 9" in p.stdout
-    assert max_diff(adapter(tmp_path / "a"), adapter(tmp_path / "b")) <= 1e-6
+    assert_runs_agree(tmp_path / "a", tmp_path / "b")
 
 
 @pytest.mark.parametrize("launcher", ["deepspeed:zero3", "fsdp"])
@@ -82,8 +81,8 @@ def test_reparam_two_ranks_equal_one_rank(launcher, method, tiny_dirs, need_data
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     r, ref = result(tmp_path / "two"), result(tmp_path / "ref")
     assert r["world_size"] == 2 and r["trainable"] == ref["trainable"] and r["trainable"]["reparam"]["kind"] == method
-    a, b = adapter(tmp_path / "two"), adapter(tmp_path / "ref")
-    assert max_diff(a, b) <= 1e-5
+    assert_runs_agree(tmp_path / "two", tmp_path / "ref", lr=5e-2)
+    a = adapter(tmp_path / "two")
     from safetensors.torch import load_file
     base = {k: t for f in Path(tiny_dirs["bert"]).glob("*.safetensors") for k, t in load_file(f).items()}
     name = next(n for n in a if n.endswith("value.bias"))
@@ -100,4 +99,4 @@ def test_decoder_gqa_zero3_adds_biases(tiny_dirs, need_data, tmp_path):
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     a = adapter(out)
     assert {t.shape[0] for t in a.values()} == {32}            # 2 kv heads x 16, not hidden 64
-    assert max_diff(a, adapter(ref)) <= 1e-5
+    assert_runs_agree(out, ref)

@@ -1,3 +1,4 @@
+import glob
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import pytest
 
 from paths import DATA_DIR, ROOT
 from tiny import save_tiny
+from tolerance import assert_agree, max_diff  # noqa: F401  (re-exported for the tests)
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -26,28 +28,45 @@ def need_data():
         pytest.skip(f"real data not found at {DATA_DIR} (set BEFT_DATA_DIR)")
 
 
+BATCH, MAX_LENGTH = 8, 32
+TOKENS = BATCH * MAX_LENGTH      # terms of one step's backpropagated gradient under base_args (tolerance.py)
+ZO_FACTOR = 1 / (2 * 1e-3)       # (L+ - L-) / (2 zo.eps) magnifies the losses' rounding (default zo.eps)
+
+
 def base_args(model, out, **kw):
     args = {"model": model, "task": "sst2", "bias": "v", "data.n_train": 64, "data.n_eval": 32, "epochs": 2,
-            "batch_size": 8, "lr": 1e-2, "data.max_length": 32, "threads": 1, "output_dir": out}
+            "batch_size": BATCH, "lr": 1e-2, "data.max_length": MAX_LENGTH, "threads": 1, "output_dir": out}
     args.update(kw)
     return [f"{k}={v}" for k, v in args.items()]
 
 
 def launch(args, launcher="python", env=None, timeout=900):
-    """Run launch/train.py the way a user would; returns CompletedProcess."""
+    """Run launch/train.py the way a user would; returns CompletedProcess, with .port the rendezvous
+    port of a 2-rank launcher (a free one: runs started together must not share the default 29500)."""
     script = str(ROOT / "launch" / "train.py")
+    port = None if launcher == "python" else _port()
     if launcher == "python":
         cmd = [sys.executable, script]
     elif launcher.startswith("deepspeed"):
-        cmd = [str(VENV_BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(_port()), script,
+        cmd = [str(VENV_BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(port), script,
                "--config", str(ROOT / "ds_configs" / f"{launcher.split(':')[1]}.json")]
     elif launcher == "fsdp":
-        cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_port()), script, "--fsdp"]
+        cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port), script,
+               "--fsdp"]
     else:
         raise ValueError(launcher)
     e = {**os.environ, "BEFT_DATA_DIR": str(DATA_DIR), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
          "DS_ACCELERATOR": "cpu", **(env or {})}
-    return subprocess.run(cmd + args, capture_output=True, text=True, timeout=timeout, env=e, cwd=str(ROOT))
+    p = subprocess.run(cmd + args, capture_output=True, text=True, timeout=timeout, env=e, cwd=str(ROOT))
+    p.port = port
+    return p
+
+
+def shm_buffers(port=None) -> set:
+    """DeepSpeed's CPU all-reduce buffers in /dev/shm (deepspeed_allreduce_buffer_*_ADDR_PORT_RANK);
+    port: only those of the run on that port (another run on this machine may hold its own now)."""
+    names = glob.glob("/dev/shm/deepspeed_allreduce_buffer_*")
+    return {n for n in names if port is None or n.rsplit("_", 2)[-2] == str(port)}
 
 
 def _port():
@@ -66,6 +85,15 @@ def adapter(out, name="adapter"):
     return read_adapter(Path(out) / name)[0]
 
 
-def max_diff(a, b):
-    assert sorted(a) == sorted(b)
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+def assert_runs_agree(a, b, *, lr=1e-2, reduction=TOKENS, factor=1.0, keys=None, what=""):
+    """The adapters of two finished runs of the same base_args training (2 ranks and 1 process,
+    two launchers, resumed and uninterrupted) agree within tolerance.assert_agree, for the steps
+    the runs took (result.json); reduction: TOKENS (backpropagation) or BATCH with factor=ZO_FACTOR
+    (zeroth order: the examples' loss differences); keys: only those tensors."""
+    steps = result(a)["steps"]
+    assert result(b)["steps"] == steps
+    x, y = adapter(a), adapter(b)
+    if keys is not None:
+        x, y = {k: x[k] for k in keys}, {k: y[k] for k in keys}
+    return assert_agree(x, y, steps=steps, reduction=reduction, lr=lr, factor=factor,
+                        what=what or f"{a} vs {b}")

@@ -1,11 +1,11 @@
 """optim.kind=zo through the real training loop and launchers."""
-import glob
 import json
 
 import pytest
 
 from beft.config import ConfigError, load_config
-from train_helpers import adapter, base_args, launch, max_diff, result
+from train_helpers import (BATCH, TOKENS, ZO_FACTOR, adapter, assert_agree, assert_runs_agree, base_args,
+                           launch, max_diff, result, shm_buffers)
 
 ZO = {"optim.kind": "zo", "zo.update": "adam", "lr": "1e-2"}
 
@@ -50,7 +50,7 @@ def test_zo_two_ranks_draw_the_same_z(launcher, tiny_dirs, need_data, tmp_path):
     shards = result(tmp_path / "two")["sharding_rank0"]
     assert shards["frozen_local_numel"] <= 0.55 * shards["frozen_full_numel"]     # really sharded
     # (L+ - L-) / 2eps magnifies the rounding of a 2-rank mean loss by 1/(2 eps) = 500
-    assert max_diff(adapter(tmp_path / "one"), adapter(tmp_path / "two")) <= 1e-4
+    assert_runs_agree(tmp_path / "one", tmp_path / "two", reduction=BATCH, factor=ZO_FACTOR)
 
 
 @pytest.mark.slow
@@ -59,21 +59,21 @@ def test_zo_zero3_kill_and_resume(tiny_dirs, need_data, tmp_path):
     """ZO under ZeRO-3 checkpoints the gathered biases + ZO state itself; SIGKILL + resume = uninterrupted."""
     args = lambda out: base_args(tiny_dirs["llama"], out, **ZO, **{"checkpoint.every_steps": 3, "resume": "true"})
     assert launch(args(tmp_path / "a"), launcher="deepspeed:zero3").returncode == 0
-    shm = set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*"))
+    shm = shm_buffers()
     p = launch(args(tmp_path / "b"), launcher="deepspeed:zero3", env={"BEFT_KILL_AFTER_STEP": "11"})
     assert p.returncode != 0 and not (tmp_path / "b" / "result.json").exists()
     # the killed ranks ran no exit handler, yet left no 66 MB CPU all-reduce buffer in /dev/shm
-    assert not set(glob.glob("/dev/shm/deepspeed_allreduce_buffer_*")) - shm
+    assert not shm_buffers(p.port) - shm
     p = launch(args(tmp_path / "b"), launcher="deepspeed:zero3")
     assert p.returncode == 0 and "resumed from step 9" in p.stdout, (p.stdout + p.stderr)[-3000:]
-    assert max_diff(adapter(tmp_path / "a"), adapter(tmp_path / "b")) <= 1e-6
+    assert_runs_agree(tmp_path / "a", tmp_path / "b", reduction=BATCH, factor=ZO_FACTOR)
 
 
 def test_activation_checkpointing_same_result(tiny_dirs, need_data, tmp_path):
     assert launch(base_args(tiny_dirs["llama"], tmp_path / "a")).returncode == 0
     p = launch(base_args(tiny_dirs["llama"], tmp_path / "b", activation_checkpointing="true"))
     assert p.returncode == 0, p.stderr[-3000:]
-    assert max_diff(adapter(tmp_path / "a"), adapter(tmp_path / "b")) <= 1e-6
+    assert_runs_agree(tmp_path / "a", tmp_path / "b")       # recomputed activations: other kernels' order
 
 
 def test_zo_config_errors():
@@ -185,10 +185,16 @@ def test_encoder_head_first_order_and_probe_on_two_ranks(launcher, tiny_dirs, ne
     assert result(tmp_path / "two")["sharding_rank0"]["frozen_local_numel"] > 0
     one, two = adapter(tmp_path / "one"), adapter(tmp_path / "two")
     head = [k for k in one if k.startswith("classifier.")]
-    assert head and max_diff({k: one[k] for k in head}, {k: two[k] for k in head}) <= 1e-6
-    # ZO's (L+ - L-) / 2eps magnifies the rounding of per-example losses (each rank pads its own 4
-    # examples) by 500, and ZO-Adam's early steps further: ~1e-4 after 4 steps; a wrong z or
-    # gradient moves a bias by about lr = 1e-2
-    assert max_diff(one, two) <= 5e-4
     p1, p2 = result(tmp_path / "one")["probe"], result(tmp_path / "two")["probe"]
-    assert p2["examples"] == 64 and abs(p1["loss_after"] - p2["loss_after"]) <= 1e-5
+    assert head and p2["examples"] == 64 and p2["steps"] == 20
+    # the head: first order, 20 full-batch probe steps on cached features, then 4 steps beside ZO
+    assert_agree({k: one[k] for k in head}, {k: two[k] for k in head}, steps=20 + 4, reduction=TOKENS,
+                 lr=1e-2, what="the head")
+    assert_agree(p1["loss_after"], p2["loss_after"], steps=20, reduction=TOKENS, lr=1e-2, what="probe loss")
+    # the biases: ZO's (L+ - L-) / 2eps magnifies the rounding of the per-example losses (each rank
+    # pads its own 4 examples) by 500, and each loss also goes through the head, which differs between
+    # the runs as well (above): a difference d of its weights moves a logit by sum_j x_j d over the
+    # H = 64 pooled features, ~ sqrt(H) d = 8 d for features of either sign (measured: 2.9e-4 after 4
+    # steps, against 6e-6 after 16 for ZO alone in test_perturb_example.py)
+    assert_runs_agree(tmp_path / "one", tmp_path / "two", reduction=BATCH, factor=ZO_FACTOR * 8,
+                      keys=[k for k in one if k not in head], what="ZO biases")
