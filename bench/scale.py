@@ -213,8 +213,12 @@ def run_one(launcher: str, ckpt: Path, root: Path, precision: str, steps: int, l
            "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()
-    p = subprocess.run(command(launcher, train_args(ckpt, out, prec, steps, length)), capture_output=True,
-                       text=True, env=env, cwd=str(ROOT), timeout=timeout)
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / f"{launcher}.log"   # a file, not a pipe: the ranks outlive this process if it is stopped
+    with open(log, "w") as f:
+        p = subprocess.run(command(launcher, train_args(ckpt, out, prec, steps, length)), stdout=f,
+                           stderr=subprocess.STDOUT, text=True, env=env, cwd=str(ROOT), timeout=timeout)
+    p.stdout = p.stderr = log.read_text()
     wall = time.perf_counter() - t0
     row = {"launcher": launcher, "ranks": 2 if launcher in ("zero3", "fsdp") else 1, "wall_s": round(wall, 1),
            "rc": p.returncode, "precision": prec}
