@@ -39,7 +39,7 @@ class SpecError(ValueError):
 @dataclass(frozen=True)
 class Launcher:
     kind: str = "python"          # python: one process; torchrun: FSDP2 ranks; deepspeed: ZeRO ranks
-    nproc: int = 1                # processes on the (single) node, started inside the allocation
+    nproc: int = 1                # processes per node (slurm.nodes nodes), started inside the allocation
     ds_config: str | None = None  # deepspeed only
 
     def backend(self) -> dict:
@@ -200,6 +200,9 @@ def _expand(grid, base, per, launcher, resources, root, err) -> list[Run]:
                 lau = lau2 if lau2 != launcher else lau
                 res = res2 if res2 != resources else res
         label = "/".join(f"{k}={v}" for k, v in axes.items())
+        if res.nodes > 1 and lau.kind == "python":
+            raise err(f"run {label}: slurm.nodes={res.nodes} needs launcher kind torchrun or deepspeed "
+                      "(one launcher per node, nproc ranks each); kind python runs one process")
         if str(over.get("task")) not in known_tasks:
             raise err(f"run {label}: unknown task {over.get('task')!r}; known: {', '.join(sorted(known_tasks))}")
         over.update(lau.backend(), resume=True, overwrite=False, output_dir="-")
@@ -275,8 +278,6 @@ def _resources(value, where: str, err, default: Resources | None = None) -> Reso
             raise err(f"{where}.{key}={v!r} must be an integer >= 0")
     if not isinstance(res.mem_gb, (int, float)) or isinstance(res.mem_gb, bool) or res.mem_gb <= 0:
         raise err(f"{where}.mem_gb={res.mem_gb!r} must be a number > 0")
-    if res.nodes != 1:
-        raise err(f"{where}.nodes={res.nodes}: multi-node runs are not supported yet (one node, nproc ranks)")
     for key in ("partition", "account", "qos"):
         v = getattr(res, key)
         if v is not None and not isinstance(v, str):

@@ -42,7 +42,8 @@ def spec(tmp_path, **changes):
     ({"launcher": {"kind": "python", "nproc": 2}}, "use torchrun or deepspeed"),
     ({"slurm": {"gpus": 1}}, "slurm: unknown key 'gpus'"),
     ({"slurm": {"time_min": 0}}, "slurm.time_min=0 must be an integer >= 1"),
-    ({"slurm": {"nodes": 2}}, "multi-node runs are not supported"),
+    ({"slurm": {"nodes": 2}}, "slurm.nodes=2 needs launcher kind torchrun or deepspeed"),
+    ({"slurm": {"nodes": 0}}, "slurm.nodes=0 must be an integer >= 1"),
     ({"slurm": {"mem_gb": "lots"}}, "slurm.mem_gb='lots' must be a number > 0"),
     ({"collect": {"metric": "worst"}}, "collect takes metric"),
 ])
