@@ -98,9 +98,17 @@ def label_kind(values: list, opts, arch: str) -> str:
     return kind
 
 
-def classes(values: list, opts, where: str) -> tuple[str, ...]:
-    """The class names in id order: data.verbalizer's keys, else the train labels sorted."""
+def named(rows: list[dict], column: str, names: list[str]) -> list[dict]:
+    """Hub ClassLabel ids -> their names (-1, an unlabeled row, stays and is refused as no class)."""
+    return [{**r, column: names[r[column]] if 0 <= r[column] < len(names) else r[column]} for r in rows]
+
+
+def classes(values: list, opts, where: str, declared: list[str] | None = None) -> tuple[str, ...]:
+    """The class names in id order: data.verbalizer's keys, else the dataset's declared names (a hub
+    ClassLabel), else the train labels sorted."""
     keys = {label_key(v) for v in values}
+    if declared and not opts.verbalizer:
+        return tuple(declared)
     if opts.verbalizer:
         extra = sorted(keys - set(opts.verbalizer))
         if extra:
@@ -178,6 +186,9 @@ def _completion(name, arch, opts, cols, raw, train_where, source, eval_name):
 
 
 def _classes(name, arch, opts, cols, raw, train_where, source, eval_name):
+    declared = source.classes.get(opts.label)
+    if declared:
+        raw = {s: named(rows, opts.label, declared) for s, rows in raw.items()}
     train = raw[opts.train_split]
     kind = label_kind([r[opts.label] for r in train], opts, arch)
     notes = []
@@ -185,7 +196,7 @@ def _classes(name, arch, opts, cols, raw, train_where, source, eval_name):
         names: tuple[str, ...] | None = None
         labels = {s: scores(rows, opts.label, source.where(s)) for s, rows in raw.items()}
     else:
-        names = classes([r[opts.label] for r in train], opts, train_where)
+        names = classes([r[opts.label] for r in train], opts, train_where, declared)
         against = "data.verbalizer" if opts.verbalizer else f"the train split ({train_where})"
         labels = {s: class_ids(rows, opts.label, names, source.where(s), against) for s, rows in raw.items()}
         notes.append(f"{name}: {len(names)} classes {', '.join(names)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from beft.tasks.base import TaskDataError
@@ -27,6 +27,7 @@ class Source:
 
     name: str
     splits: dict[str, tuple[str, Callable[[], list[dict]]]]
+    classes: dict[str, list[str]] = field(default_factory=dict)   # column -> class names (hub ClassLabel)
 
     def read(self, split: str) -> list[dict]:
         where, read = self.splits[split]
@@ -62,6 +63,9 @@ def _quiet():
 
 
 def _first_line(e: BaseException) -> str:
+    """The root cause (datasets wraps the reader's error in a generic one), on one line."""
+    while e.__cause__ is not None:
+        e = e.__cause__
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text[:300]}"
 
@@ -121,7 +125,10 @@ def hub_source(name: str) -> Source:
                 "cannot be loaded from the hub"
             raise TaskDataError(f"task {name!r} is no built-in task, local file or folder, and as a hub dataset "
                                 f"{how} ({_first_line(e)}); pass a path to a {SUFFIXES} file or folder") from None
-    return Source(name, {split: (f"hub {name} split {split}", lambda d=d: d.to_list()) for split, d in dd.items()})
+    features = next(iter(dd.values())).features if dd else {}
+    classes = {c: list(f.names) for c, f in features.items() if isinstance(f, datasets.ClassLabel)}
+    return Source(name, {split: (f"hub {name} split {split}", lambda d=d: d.to_list()) for split, d in dd.items()},
+                  classes)
 
 
 def open_source(name: str) -> Source:

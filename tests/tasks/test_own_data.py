@@ -177,3 +177,23 @@ def test_builtin_empty_eval_split_found_at_load(tmp_path):
     (folder / "train.tsv").write_text("sentence\tlabel\n")
     with pytest.raises(TaskDataError, match=r"glue/SST-2/train.tsv: no examples"):
         get_task("sst2").load(str(tmp_path), regime="all")
+
+
+def test_hub_dataset_id_keeps_class_names(monkeypatch):
+    """A hub id is read with datasets.load_dataset (here a stand-in DatasetDict); a ClassLabel column
+    gives the class names in the dataset's own order; an unlabeled row (-1) is refused."""
+    import datasets
+    feats = datasets.Features({"sentence": datasets.Value("string"),
+                               "label": datasets.ClassLabel(names=["negative", "positive"])})
+    rows = {"sentence": [r["sentence"] for r in sentiment(8)], "label": [int(r["label"] == "pos") for r in sentiment(8)]}
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=feats),
+                               "validation": datasets.Dataset.from_dict({k: v[:4] for k, v in rows.items()}, features=feats)})
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, *a, **k: calls.append(name) or dd)
+    task = task_for("someone/reviews", "encoder", data(text="sentence"))
+    assert calls == ["someone/reviews"] and task.labels == ("negative", "positive")
+    splits = task.load(seed=0)
+    assert [e["label"] for e in splits.eval] == rows["label"][:4] and len(splits.train) == 8
+    dd["validation"] = datasets.Dataset.from_dict({"sentence": ["x"], "label": [-1]}, features=feats)
+    with pytest.raises(TaskDataError, match="hub someone/reviews split validation row 1: label '-1' is not a class"):
+        task_for("someone/reviews", "encoder", data(text="sentence"))
