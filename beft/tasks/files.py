@@ -8,6 +8,7 @@ A hub id is read with `datasets.load_dataset` (offline: only from the HF cache).
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,15 +78,18 @@ def read_files(files: list[Path], split: str) -> list[dict]:
     if len(kinds) > 1:
         raise TaskDataError(f"{where}: split '{split}' mixes file formats; keep one format per split")
     builder, kw = FORMATS[kinds.pop()]
-    with _quiet() as datasets:
+    # a private cache, gone after reading: no arrow copy of every file ever read piles up in the HF
+    # cache, none goes stale, and ranks reading at once share no lock
+    with _quiet() as datasets, tempfile.TemporaryDirectory(prefix="beft-data-") as cache:
         try:
-            ds = datasets.load_dataset(builder, data_files={"rows": [str(f) for f in files]}, split="rows", **kw)
+            ds = datasets.load_dataset(builder, data_files={"rows": [str(f) for f in files]}, split="rows",
+                                       cache_dir=cache, **kw)
         except Exception as e:   # pandas / arrow / json errors: report the file, not the library
             if "corresponds to no data" in str(e):
                 return []
             raise TaskDataError(f"{where}: cannot read as {builder} ({_first_line(e)}); check the file "
                                 f"(suffixes {SUFFIXES})") from None
-    return ds.to_list()
+        return ds.to_list()
 
 
 def split_name(path: Path) -> str:
