@@ -26,7 +26,7 @@ from .config import TrainConfig, dump_config
 from .memory import PeakMemory, tune_allocator
 from .models import is_encoder, load_config as load_model_config
 from .outputs import RunDir, atomic_write_json, atomic_write_text
-from .tasks import get_task
+from .tasks import label_maps, task_for
 
 
 class TrainingError(ValueError):   # a one-line error for the user (beft.cli), exit 2
@@ -87,8 +87,7 @@ class Trainer:
         if self.arch == "decoder" and is_encoder(model_cfg):
             raise TrainingError(f"arch=decoder: {cfg.model} is an encoder ({model_cfg.model_type}) with no causal LM "
                                 "head to score with; drop arch (auto) or use a decoder model")
-        self.task = get_task(cfg.task, arch=self.arch, **({"train_objective": cfg.data.train_objective}
-                                                          if self.arch == "decoder" else {}))
+        self.task = task_for(cfg.task, self.arch, cfg.data)   # own data: every split read and checked here
         self.splits = self.task.load(cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval)
         world, accum = dist.world_size(), cfg.optim.grad_accum
         if cfg.batch_size % (world * accum):
@@ -487,7 +486,8 @@ class Trainer:
         if self.method.adapter_state is not None:   # e.g. reparametrised: write b_0 + delta
             state = self.method.adapter_state(state)
         save_adapter(directory, self.selection, self.model, state=state,
-                     extra_meta={"task": self.cfg.task, "seed": self.cfg.seed, "method": self.cfg.method})
+                     extra_meta={"task": self.cfg.task, "seed": self.cfg.seed, "method": self.cfg.method,
+                                 **label_maps(self.task.labels)})
 
     # ------------------------------------------------------------------------------ cleanup
     def cleanup(self) -> dict | None:

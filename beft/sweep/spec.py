@@ -185,7 +185,7 @@ def parse_spec(data: Any, path: Path = Path("<spec>"), root: str | Path | None =
 
 def _expand(grid, base, per, launcher, resources, root, err) -> list[Run]:
     from beft.config import ConfigError, load_config
-    from beft.tasks.registry import TASKS
+    from beft.tasks.registry import TASKS, builtin, known_task
     known_tasks = set(TASKS["encoder"]) | set(TASKS["decoder"])
     keys = list(grid)
     runs, seen = [], {}
@@ -203,8 +203,12 @@ def _expand(grid, base, per, launcher, resources, root, err) -> list[Run]:
         if res.nodes > 1 and lau.kind == "python":
             raise err(f"run {label}: slurm.nodes={res.nodes} needs launcher kind torchrun or deepspeed "
                       "(one launcher per node, nproc ranks each); kind python runs one process")
-        if str(over.get("task")) not in known_tasks:
-            raise err(f"run {label}: unknown task {over.get('task')!r}; known: {', '.join(sorted(known_tasks))}")
+        task = str(over.get("task"))
+        if not known_task(task):
+            raise err(f"run {label}: unknown task {task!r}; known: {', '.join(sorted(known_tasks))}, or own data "
+                      "(a data file or folder, or a hub dataset id owner/name)")
+        if not builtin(task) and Path(task).expanduser().exists():   # own data: jobs may run elsewhere
+            over["task"] = str(Path(task).expanduser().resolve())
         over.update(lau.backend(), resume=True, overwrite=False, output_dir="-")
         try:
             cfg = load_config(None, {k: v for k, v in over.items()}).to_dict()

@@ -36,6 +36,7 @@ class ChoiceTask:
     train_objective: str = "ce"
     arch: str = "decoder"
     num_labels: int | None = None  # encoder only
+    labels: tuple[str, ...] | None = None  # class names by id where the data names them (own data)
 
     def __post_init__(self) -> None:
         if self.train_objective not in OBJECTIVES:
