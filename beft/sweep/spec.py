@@ -93,12 +93,31 @@ class Spec:
 
 # ---------------------------------------------------------------------------------- run ids
 def run_id(config: dict) -> str:
-    """Stable id: readable prefix + hash of the resolved config without NOT_IN_ID keys."""
-    keyed = {k: v for k, v in config.items() if k not in NOT_IN_ID}
+    """Stable id: readable prefix + hash of the resolved config's values that differ from beft's
+    defaults (NOT_IN_ID keys left out). Only the differences: a key that a later beft adds, at
+    its default, leaves every existing sweep's ids (and so its finished runs) where they were."""
+    from beft.config import TrainConfig
+    keyed = _differences({k: v for k, v in config.items() if k not in NOT_IN_ID}, TrainConfig().to_dict())
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
     target = config["bias"] if config["method"] == "bias" else config["method"]
     parts = [_slug(config["model"]), config["task"], target, config["regime"], f"s{config['seed']}", digest[:10]]
     return "-".join(_slug(str(p)) for p in parts)
+
+
+def _differences(config: dict, default: dict) -> dict:
+    out = {}
+    for k, v in config.items():
+        d = default.get(k, _MISSING)
+        if isinstance(v, dict) and isinstance(d, dict):
+            v = _differences(v, d)
+            if v:
+                out[k] = v
+        elif v != d:
+            out[k] = v
+    return out
+
+
+_MISSING = object()
 
 
 def _slug(text: str) -> str:

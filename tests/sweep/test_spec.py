@@ -72,6 +72,12 @@ def test_run_ids_stable_and_distinct(tmp_path):
     reordered = dict(GOOD, grid={"seed": [1, 0], "bias": ["v", "q"], "task": ["rte", "sst2"], "model": ["m"]})
     c = parse_spec(reordered, Path("t.yaml"), root=tmp_path)
     assert {r.run_id for r in c.runs} == {r.run_id for r in a.runs}
+    # a run made before beft had some key (here: one left at its default) keeps its id; a value
+    # that differs from the default enters the id
+    cfg = a.runs[0].config
+    older = dict(cfg, data={k: v for k, v in cfg["data"].items() if k != "eval_batch_size"})
+    assert run_id(older) == a.runs[0].run_id
+    assert run_id(dict(cfg, data=dict(cfg["data"], eval_batch_size=3))) != a.runs[0].run_id
     d = spec(tmp_path, config={"lr": 2e-3})
     assert not {r.run_id for r in d.runs} & {r.run_id for r in a.runs}
     # per-task override lands in that task's runs only
