@@ -112,7 +112,7 @@ class Trainer:
         if self.method.task_transform is not None:
             self.task = self.method.task_transform(self.task, self.splits)
         self.splits.notes.extend(self.method.notes)
-        sharded = self.backend.name == "fsdp" or (self.backend.name == "deepspeed" and getattr(self.backend, "stage", 0) == 3)
+        self.sharded = sharded = self.backend.name == "fsdp" or (self.backend.name == "deepspeed" and getattr(self.backend, "stage", 0) == 3)
         if self.selection is not None and self.selection.frozen_slices and sharded and cfg.optim.kind != "zo":
             raise TrainingError(f"bias={cfg.bias} selects part of a fused qkv bias ({self.selection.family}); "
                                 f"{'FSDP2' if self.backend.name == 'fsdp' else 'ZeRO-3'} shards it and its other entries "
@@ -443,7 +443,8 @@ class Trainer:
             for i in range(0, len(self.splits.eval), bs):
                 ex = self.splits.eval[i:i + bs]
                 batch = self.to_device(self.task.collate(self.tokenizer, ex, self.cfg.data.max_length))
-                kw = {"synced_gpus": True} if dist.world_size() > 1 and getattr(self.task, "generates", False) else {}
+                # ranks that shard the parameters run every forward together, however long each generates
+                kw = {"synced_gpus": True} if self.task.generates and self.sharded else {}
                 preds.extend(self.task.predict(model, batch, **kw))
         model.train()
         self.backend.release()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ class EncoderTask:
     sizes: tuple[int, int, int]  # train examples for low, medium, high
     texts: Texts = pair("text_a", "text_b")
     arch: str = "encoder"
+    generates: ClassVar[bool] = False   # predictions come from one forward (no generate)
 
     def load(self, data_dir: str | None = None, regime: str = "all", seed: int = 0,
              n_train: int | None = None, n_eval: int | None = None) -> Splits:
