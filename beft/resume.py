@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from .config import TrainConfig, dump_config
 from .outputs import RunDir
 
 # max_steps / epochs: lengthen (or shorten down to the checkpoint's step) the run; the linear
@@ -58,13 +59,18 @@ def differences(old: dict, new: dict, defaults: dict) -> dict[str, list]:
     return out
 
 
-def check(run_dir: RunDir, new: dict, defaults: dict) -> dict[str, list]:
+def as_written(cfg: TrainConfig) -> dict:
+    """The flattened config as config.yaml holds it (YAML types: lists, not tuples)."""
+    return flatten(yaml.safe_load(dump_config(cfg)))
+
+
+def check(run_dir: RunDir, cfg: TrainConfig) -> dict[str, list]:
     """The changes (key -> [old, new]) of a resume that may change them; ResumeError naming the
-    keys that may not. `new` and `defaults`: flattened configs as dump_config writes them."""
+    keys that may not."""
     old = checkpoint_config(run_dir)
     if old is None:
         return {}
-    changed = differences(old, new, defaults)
+    changed = differences(old, as_written(cfg), as_written(TrainConfig()))
     refused = {k: v for k, v in changed.items() if k not in MAY_CHANGE}
     if refused:
         listed = ", ".join(f"{k} ({_show(a)} -> {_show(b)})" for k, (a, b) in refused.items())

@@ -84,8 +84,7 @@ class Trainer:
             from .rank import auto_target
             cfg.bias = auto_target(cfg.rank_from)
         if cfg.resume:   # refuse a changed config before loading anything (beft/resume.py)
-            self.resume_changes = resume.check(self.run_dir, resume.flatten(cfg.to_dict()),
-                                               resume.flatten(TrainConfig().to_dict()))
+            self.resume_changes = resume.check(self.run_dir, cfg)
         model_cfg = load_model_config(cfg.model)
         self.arch = cfg.arch if cfg.arch != "auto" else ("encoder" if is_encoder(model_cfg) else "decoder")
         if self.arch == "decoder" and is_encoder(model_cfg):
