@@ -10,6 +10,7 @@ need one).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -26,6 +27,7 @@ class CompletionTask(PreRead):
     arch: str = "decoder"
     num_labels: int | None = None
     labels: tuple[str, ...] | None = None
+    generates: ClassVar[bool] = False   # scored in one forward (no generate)
 
     def collate(self, tokenizer, examples: list[dict], max_length: int) -> dict[str, torch.Tensor]:
         return completion_batch(tokenizer, [ex["prompt"] for ex in examples],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ class EncoderTask:
     arch: str = "encoder"
     metric_kind: str = ""  # which label metrics to report (see metrics.METRICS); "": main_metric's
     labels: tuple[str, ...] | None = None  # class names by id where the data names them (own data)
+    generates: ClassVar[bool] = False   # predictions come from one forward (no generate)
 
     def load(self, data_dir: str | None = None, regime: str = "all", seed: int = 0,
              n_train: int | None = None, n_eval: int | None = None) -> Splits:

@@ -7,6 +7,7 @@ it last collated with, to decode predictions (or pass tokenizer= to predict).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -64,6 +65,8 @@ class GenTask:
     arch: str = "decoder"
     num_labels: int | None = None
     labels: tuple[str, ...] | None = None  # no classes
+    # predictions call model.generate: ranks that shard the parameters must pass synced_gpus
+    generates: ClassVar[bool] = True
     tokenizer: object = field(default=None, repr=False)
 
     def load(self, data_dir: str | None = None, regime: str = "all", seed: int = 0,

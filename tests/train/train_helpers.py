@@ -40,10 +40,11 @@ def base_args(model, out, **kw):
     return [f"{k}={v}" for k, v in args.items()]
 
 
-def launch(args, launcher="python", env=None, timeout=900):
-    """Run launch/train.py the way a user would; returns CompletedProcess, with .port the rendezvous
-    port of a 2-rank launcher (a free one: runs started together must not share the default 29500)."""
-    script = str(ROOT / "launch" / "train.py")
+def launch(args, launcher="python", env=None, timeout=900, script=None):
+    """Run launch/train.py (or `script`, which parses the same arguments) the way a user would;
+    returns CompletedProcess, with .port the rendezvous port of a 2-rank launcher (a free one: runs
+    started together must not share the default 29500)."""
+    script = str(script or ROOT / "launch" / "train.py")
     port = None if launcher == "python" else _port()
     if launcher == "python":
         cmd = [sys.executable, script]
