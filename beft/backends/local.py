@@ -12,6 +12,7 @@ from . import dist
 
 class LocalBackend:
     name = "local"
+    replicated = True   # each rank holds the whole model: the loop may edit trained tensors in place
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -1,0 +1,25 @@
+"""Launchers users know, 2 CPU ranks (gloo): plain DDP under torchrun, and accelerate launch with
+the shipped configs (configs/accelerate/), which select beft's ddp / fsdp / deepspeed backend from
+accelerate's environment. Each ends with the biases of the 1-process run (dropout off)."""
+import pytest
+
+from train_helpers import assert_runs_agree, base_args, launch, result
+
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
+BACKEND = {"ddp": "ddp", "accelerate:ddp": "ddp", "accelerate:fsdp": "fsdp", "accelerate:deepspeed_zero3": "deepspeed"}
+
+
+@pytest.mark.parametrize("launcher", list(BACKEND))
+def test_launcher_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_path):
+    out = tmp_path / "run"
+    p = launch(base_args(tiny_dirs["bert"], out), launcher=launcher)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    r = result(out)
+    assert (r["world_size"], r["backend"]) == (2, BACKEND[launcher])
+    shards = r["sharding_rank0"]
+    if BACKEND[launcher] == "ddp":   # the frozen base is replicated, not sharded
+        assert shards["frozen_local_numel"] == shards["frozen_full_numel"]
+    else:
+        assert shards["frozen_local_numel"] <= 0.55 * shards["frozen_full_numel"]
+    assert_runs_agree(out, reference)
+    assert r["final"]["accuracy"] == result(reference)["final"]["accuracy"]
