@@ -37,7 +37,7 @@ def test_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_path):
     assert r["trainable"]["bias"] == ref["trainable"]["bias"]
 
 
-@pytest.mark.parametrize("launcher", ["deepspeed:zero3", "fsdp"])
+@pytest.mark.parametrize("launcher", ["deepspeed:zero3", "fsdp", "ddp"])
 def test_two_rank_kill_and_resume(launcher, tiny_dirs, need_data, tmp_path):
     args = lambda out: base_args(tiny_dirs["bert_dropout"], out, **{"checkpoint.every_steps": 3, "resume": "true"})
     assert launch(args(tmp_path / "a"), launcher=launcher).returncode == 0

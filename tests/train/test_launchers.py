@@ -1,9 +1,13 @@
 """Launchers users know, 2 CPU ranks (gloo): plain DDP under torchrun, and accelerate launch with
 the shipped configs (configs/accelerate/), which select beft's ddp / fsdp / deepspeed backend from
 accelerate's environment. Each ends with the biases of the 1-process run (dropout off)."""
+import os
+import subprocess
+
 import pytest
 
-from train_helpers import assert_runs_agree, base_args, launch, result
+from paths import ROOT
+from train_helpers import VENV_BIN, assert_runs_agree, base_args, launch, result
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 BACKEND = {"ddp": "ddp", "accelerate:ddp": "ddp", "accelerate:fsdp": "fsdp", "accelerate:deepspeed_zero3": "deepspeed"}
@@ -23,3 +27,15 @@ def test_launcher_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_p
         assert shards["frozen_local_numel"] <= 0.55 * shards["frozen_full_numel"]
     assert_runs_agree(out, reference)
     assert r["final"]["accuracy"] == result(reference)["final"]["accuracy"]
+
+
+def test_accelerate_one_process_for_two_is_an_error(tiny_dirs, tmp_path):
+    """Without GPUs, `accelerate launch --num_processes 2` (no --multi_gpu, no config) starts one
+    process: a one-line error naming the fix, nothing written, instead of a silent 1-rank run."""
+    cmd = [str(VENV_BIN / "accelerate"), "launch", "--num_processes", "2", str(ROOT / "launch" / "train.py"),
+           *base_args(tiny_dirs["bert"], tmp_path / "run")]
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}   # no default accelerate config
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=str(ROOT))
+    assert p.returncode != 0 and not (tmp_path / "run").exists(), (p.stdout + p.stderr)[-3000:]
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--multi_gpu" in errors[0], p.stderr[-3000:]
