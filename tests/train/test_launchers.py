@@ -5,9 +5,12 @@ import os
 import subprocess
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from paths import ROOT
-from train_helpers import VENV_BIN, assert_runs_agree, base_args, launch, result
+from tiny import save_tiny
+from train_helpers import TOKENS, VENV_BIN, assert_agree, assert_runs_agree, base_args, launch, result
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 BACKEND = {"ddp": "ddp", "accelerate:ddp": "ddp", "accelerate:fsdp": "fsdp", "accelerate:deepspeed_zero3": "deepspeed"}
@@ -39,3 +42,25 @@ def test_accelerate_one_process_for_two_is_an_error(tiny_dirs, tmp_path):
     assert p.returncode != 0 and not (tmp_path / "run").exists(), (p.stdout + p.stderr)[-3000:]
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--multi_gpu" in errors[0], p.stderr[-3000:]
+
+
+def test_ddp_keeps_frozen_slices_of_a_fused_bias(tmp_path, need_data):
+    """GPT-NeoX fuses q, k, v into one bias; bias=v trains a slice of it. Weight decay would move the
+    frozen q / k entries (their gradient is masked, not their decay): under DDP, as in one process,
+    they are put back after each step and the fused tensors end as the 1-process run's."""
+    model = save_tiny("gpt_neox", tmp_path / "neox")
+    weights = model / "model.safetensors"   # from_config leaves biases at 0, which decay cannot move
+    tensors = load_file(weights)
+    for name, t in tensors.items():
+        if name.endswith("query_key_value.bias"):
+            t.uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(0))
+    save_file(tensors, weights, metadata={"format": "pt"})
+    args = lambda o: base_args(model, o, **{"optim.weight_decay": 0.5, "data.n_train": 32, "data.n_eval": 16})
+    assert launch(args(tmp_path / "one")).returncode == 0
+    p = launch(args(tmp_path / "two"), launcher="ddp")
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    state = lambda o: torch.load(o / "checkpoints" / "last" / "state.pt", weights_only=True)["params"]
+    one, two = state(tmp_path / "one"), state(tmp_path / "two")
+    fused = [n for n in one if n.endswith("query_key_value.bias")]
+    assert fused and set(one) == set(two)
+    assert_agree(one, two, steps=result(tmp_path / "two")["steps"], reduction=TOKENS, lr=1e-2)
