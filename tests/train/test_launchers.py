@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from paths import ROOT
 from tiny import save_tiny
-from train_helpers import TOKENS, VENV_BIN, assert_agree, assert_runs_agree, base_args, launch, result
+from train_helpers import (BATCH, TOKENS, VENV_BIN, ZO_FACTOR, assert_agree, assert_runs_agree, base_args, launch,
+                           result)
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 BACKEND = {"ddp": "ddp", "accelerate:ddp": "ddp", "accelerate:fsdp": "fsdp", "accelerate:deepspeed_zero3": "deepspeed"}
@@ -64,3 +65,14 @@ def test_ddp_keeps_frozen_slices_of_a_fused_bias(tmp_path, need_data):
     fused = [n for n in one if n.endswith("query_key_value.bias")]
     assert fused and set(one) == set(two)
     assert_agree(one, two, steps=result(tmp_path / "two")["steps"], reduction=TOKENS, lr=1e-2)
+
+
+def test_ddp_zeroth_order_equals_one_process(tiny_dirs, need_data, tmp_path):
+    """optim.kind=zo under DDP: every rank perturbs its whole replica with the same z and applies the
+    rank-averaged projected gradient; the added GQA v biases equal a 1-process run's."""
+    zo = {"optim.kind": "zo", "zo.update": "adam", "lr": "1e-2"}
+    assert launch(base_args(tiny_dirs["llama"], tmp_path / "one", **zo)).returncode == 0
+    p = launch(base_args(tiny_dirs["llama"], tmp_path / "two", **zo), launcher="ddp")
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert result(tmp_path / "two")["backend"] == "ddp"
+    assert_runs_agree(tmp_path / "one", tmp_path / "two", reduction=BATCH, factor=ZO_FACTOR)
