@@ -126,7 +126,7 @@ class TrainConfig:
     bias_patterns: dict[str, str] = field(default_factory=dict)  # target -> module-name regex
     precision: str = "auto"          # auto | fp32 | bf16 | fp16
     quant: str = "none"              # none | 8bit | 4bit (bitsandbytes base weights)
-    backend: str = "local"           # local | deepspeed | fsdp (set by the launcher flags)
+    backend: str = "local"           # local | ddp | deepspeed | fsdp (launcher flags; beft/backends/choose.py)
     deepspeed_config: str | None = None
     resume: bool = False
     overwrite: bool = False          # replace a finished result in output_dir
@@ -147,7 +147,7 @@ class TrainConfig:
         from .methods import METHODS
         choices = {"method": tuple(METHODS), "regime": ("low", "medium", "high", "all"),
                    "arch": ("auto", "encoder", "decoder"), "precision": ("auto", "fp32", "bf16", "fp16"),
-                   "quant": ("none", "8bit", "4bit"), "backend": ("local", "deepspeed", "fsdp"),
+                   "quant": ("none", "8bit", "4bit"), "backend": ("local", "ddp", "deepspeed", "fsdp"),
                    "optim.schedule": ("linear", "constant"), "optim.kind": ("adamw", "zo"),
                    "zo.update": ("sgd", "adam"), "zo.perturb": ("batch", "example"), "zo.difference": ("central", "forward"), "zo.head": ("first_order", "freeze"), "data.train_objective": ("ce", "lm"),
                    "rank.measure": ("projection", "magnitude", "fisher"),

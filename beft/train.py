@@ -39,6 +39,12 @@ _TERM_AFTER_STEP = int(os.environ.get("BEFT_TERM_AFTER_STEP", "0"))
 
 
 def make_backend(cfg: TrainConfig):
+    from .backends.choose import choose
+    choose(cfg)   # the launcher's environment (torchrun, accelerate) may pick ddp / fsdp / deepspeed
+    cfg.validate()
+    if cfg.backend == "ddp":
+        from .backends.ddp import DDPBackend
+        return DDPBackend(cfg)
     if cfg.backend == "deepspeed":
         from .backends.deepspeed import DeepSpeedBackend
         return DeepSpeedBackend(cfg)
@@ -395,7 +401,7 @@ class Trainer:
                     losses.append(loss.detach().float().item())
                 if self.zo is None:
                     grad_norm = self.backend.step(params)
-                if self.method.after_step is not None and self.backend.name == "local":
+                if self.method.after_step is not None and self.backend.replicated:
                     self.method.after_step()
                 st["step"] += 1
                 st["batch_in_epoch"] = b + 1
