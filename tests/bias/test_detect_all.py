@@ -18,7 +18,9 @@ from tiny import random_biases
 
 SMALL = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
              num_hidden_layers=2, vocab_size=128, head_dim=16, max_position_embeddings=128,
-             pad_token_id=0, bos_token_id=1, eos_token_id=2, num_labels=2)
+             pad_token_id=0, bos_token_id=1, eos_token_id=2, num_labels=2, rotary_dim=8, num_kv_heads=2,
+             d_ff=128, d_kv=16, ffn_dim=128, encoder_ffn_dim=128, decoder_ffn_dim=128, ffn_hidden_size=128,
+             n_inner=128, encoder_layers=2, decoder_layers=2, num_layers=2, num_decoder_layers=2)
 IMPORTANT = ["llama", "mistral", "qwen2", "qwen3", "gpt2", "gptj", "gpt_neox", "opt", "phi3", "bert", "roberta",
              "mpnet", "gemma", "gemma2", "bloom", "falcon", "phi", "starcoder2", "olmo", "distilbert", "mpt",
              "gpt_bigcode", "t5", "bart"]
@@ -34,6 +36,8 @@ def _shrink(cfg) -> None:
                 setattr(cfg, k, v)
             except Exception:
                 pass
+    if getattr(cfg, "is_encoder_decoder", False) and getattr(cfg, "decoder_start_token_id", None) is None:
+        cfg.decoder_start_token_id = SMALL["pad_token_id"]      # T5's default config has none
     for v in list(vars(cfg).values()):       # text_config, vision_config, ...
         if isinstance(v, tf.PretrainedConfig):
             _shrink(v)
@@ -52,6 +56,7 @@ def _build(model_type: str, device: str):
 
 def _inputs():
     ids = torch.randint(3, 100, (2, 6), generator=torch.Generator().manual_seed(1))
+    ids[:, -1] = SMALL["eos_token_id"]   # T5's classifier reads the end-of-sequence token
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
