@@ -66,21 +66,27 @@ def _logits(model, x):
     return out.logits if hasattr(out, "logits") else out[0]
 
 
-def _o_input_shift(model, fam, site) -> torch.Tensor:
-    """(positions, features): how adding 1 to the v slice of a fused bias moves the input of the
-    same block's output projection. Attention weights sum to 1, so a value bias moves it by the
-    same vector at every position; a query or key bias would not."""
+def v_slice_is_the_value(model, fam, site, atol: float = 1e-4) -> bool:
+    """Add distinct random numbers r to the v slice of a fused bias: attention weights sum to 1,
+    so the input of the block's output projection moves by the same vector at every position,
+    and that vector holds exactly the numbers of r (each value feature feeds its query heads).
+    A q entry in the slice would move positions differently, a k entry would not show."""
     layer = site.name.rsplit(".", 2)[0]
     o = next(m for n, m in find_projections(model, fam, "o") if n.startswith(layer + "."))
     seen = []
     hook = o.register_forward_hook(lambda m, a, out: seen.append(a[0].detach().clone()))
     x = _inputs()
     _logits(model, x)
+    v = fam.fused_layout(model.config, out_features(site.module))["v"]
+    r = torch.rand(v.numel(), generator=torch.Generator().manual_seed(0)) + 1.0
     with torch.no_grad():
-        site.module.bias[fam.fused_layout(model.config, out_features(site.module))["v"]] += 1.0
+        site.module.bias[v] += r
     _logits(model, x)
     hook.remove()
-    return (seen[1] - seen[0]).reshape(-1, seen[0].shape[-1])
+    shift = (seen[1] - seen[0]).reshape(-1, seen[0].shape[-1])    # (positions, o in_features)
+    uniform = torch.allclose(shift, shift[:1].expand_as(shift), atol=atol)
+    gap = (shift[0].unsqueeze(1) - r.unsqueeze(0)).abs()           # (o in_features, v entries)
+    return uniform and bool(gap.min(1).values.max() < atol) and bool(gap.min(0).values.max() < atol)
 
 
 def _structure(model_type: str) -> tuple[str, str]:
@@ -116,8 +122,7 @@ def _forward(model_type: str) -> tuple[str, str]:
         if not torch.equal(before, _logits(model, x)):
             return "crashed", "zero biases changed the forward"
         if fam.fused_layout is not None:
-            shift = _o_input_shift(model, fam, sel.sites[0])
-            if not (shift.abs().max() > 0.5 and torch.allclose(shift, shift[:1].expand_as(shift), atol=1e-4)):
+            if not v_slice_is_the_value(model, fam, sel.sites[0]):
                 return "crashed", "the fused v slice is not the value"
     except Exception as e:
         return "crashed", f"forward: {type(e).__name__}: {e}"
