@@ -67,13 +67,14 @@ def _rand_uniform(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
     model (BitFit's pool, added q/k/v/o biases included); a gradient mask trains only those,
     and the others are restored after each step (weight decay cannot move them)."""
     _local_only(cfg, "rand_uniform")
+    from .bias.detect import out_features
     from .bias.families import detect_family, find_projections
     fam = detect_family(model, cfg.bias_patterns or None)
     k = 0
     for t in parse_targets(cfg.bias):
         for _, m in find_projections(model, fam, t):
-            k += int(fam.fused_layout(model.config, int(m.out_features))[t].numel()) if fam.is_fused(t) \
-                else int(m.out_features)
+            n = out_features(m)
+            k += int(fam.fused_layout(model.config, n)[t].numel()) if fam.is_fused(t) else n
     sel = apply_bias(model, "all", patterns=cfg.bias_patterns or None, head=head)
     pool = sel.bias_parameters()
     sizes = [p.numel() for p in pool.values()]

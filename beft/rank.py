@@ -66,7 +66,7 @@ def bias_views(state: dict[str, torch.Tensor], family: Family, config=None) -> d
         if not m:
             continue
         layer, module = int(m.group(1)), m.group(2)
-        if family.name == "custom":
+        if family.regex:
             targets = [t_ for t_, rx in family.projections.items() if re.fullmatch(rx, name[:-len(".bias")])]
         else:
             targets = [t_ for t_, suffix in family.projections.items() if module == suffix]

@@ -57,11 +57,16 @@ def tiny_model(family: str, seed: int = 0, head: str = "auto"):
         model = tf.AutoModelForSequenceClassification.from_config(cfg)
     else:
         model = tf.AutoModelForCausalLM.from_config(cfg)
+    return random_biases(model).eval()
+
+
+def random_biases(model):
+    """Biases drawn from N(0, 0.1) (not zero), so that tests see real values."""
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n.endswith(".bias"):
                 p.normal_(0, 0.1)
-    return model.eval()
+    return model
 
 
 def tiny_inputs(batch: int = 2, length: int = 12, seed: int = 1):

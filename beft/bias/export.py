@@ -1,6 +1,7 @@
 """Export a trained bias selection to peft's BEFT format, or merge it into a standalone checkpoint."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .adapter import ADAPTER_FILE, adapter_state
-from .families import FAMILIES
+from .families import detect_family, find_projections
 from .inject import add_zero_bias
 from .selection import BiasSelection
 
@@ -120,6 +121,10 @@ def export_peft(directory: str | os.PathLike, selection: BiasSelection, model: n
     if selection.extra:
         raise ExportError("peft's BEFT tuner only targets Linear layers; target 'all' also trains "
                           "layer-norm and other biases: use the beft adapter or merge instead")
+    not_linear = [s for s in selection.sites if not isinstance(s.module, nn.Linear)]
+    if not_linear:
+        raise ExportError(f"peft's BEFT tuner wraps only torch.nn.Linear; {not_linear[0].name} is a "
+                          f"{type(not_linear[0].module).__name__}: use the beft adapter or merge instead")
     final = check_output(directory, overwrite=overwrite, sources=sources)
     from peft import BeftConfig   # optional dependency, imported only here
     tensors = adapter_state(selection, model, state)
@@ -150,19 +155,8 @@ def merge_checkpoint(directory: str | os.PathLike, selection: BiasSelection, mod
     zero biases on every projection it covers; families that cannot express biases raise. The
     output rules (existing paths, overwrite, sources) are check_output's."""
     final = check_output(directory, overwrite=overwrite, sources=sources)
-    family = FAMILIES.get(selection.family)
     if selection.added:
-        if family is None or family.merge_flag is None:
-            raise ExportError(
-                f"a {selection.family} model cannot hold the added biases {selection.added[0]!r}... "
-                "in its config, so no plain transformers checkpoint can carry them; use the beft "
-                "adapter (beft.bias.load_adapter) or export_peft instead")
-        setattr(model.config, family.merge_flag, True)
-        from .families import find_projections
-        for t in family.merge_flag_targets:
-            for _, module in find_projections(model, family, t):
-                if module.bias is None:
-                    add_zero_bias(module, dtype=next(p.dtype for p in selection.bias_parameters().values()))
+        _enable_config_biases(selection, model)
     with _staged(final, "merge", overwrite, sources) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         if tokenizer is not None:
@@ -170,3 +164,30 @@ def merge_checkpoint(directory: str | os.PathLike, selection: BiasSelection, mod
         with open(tmp / "beft_merge.json", "w") as f:
             json.dump({"family": selection.family, "targets": selection.targets, "added": selection.added}, f)
     return final
+
+
+def _enable_config_biases(selection: BiasSelection, model: nn.Module) -> None:
+    """Switch on the config flag that gives the projections biases (LLaMA, Qwen3, ...:
+    attention_bias) and add zero biases where the flag creates them, after checking on the meta
+    device that the flag gives this model class exactly the biases it will then hold."""
+    family = None if selection.family == "custom" else detect_family(model)
+    if family is None or family.merge_flag is None:
+        raise ExportError(
+            f"a {selection.family} model cannot hold the added biases {selection.added[0]!r}... "
+            "in its config, so no plain transformers checkpoint can carry them; use the beft "
+            "adapter (beft.bias.load_adapter) or export_peft instead")
+    to_add = [(n, m) for t in family.merge_flag_targets for n, m in find_projections(model, family, t)
+              if m.bias is None]
+    ours = {n for n, _ in model.named_parameters() if n.endswith(".bias")} | {f"{n}.bias" for n, _ in to_add}
+    config = copy.deepcopy(model.config)
+    setattr(config, family.merge_flag, True)
+    with torch.device("meta"):
+        theirs = {n for n, _ in type(model)(config).named_parameters() if n.endswith(".bias")}
+    if ours != theirs:
+        odd = sorted(ours ^ theirs)[0]
+        raise ExportError(f"{family.merge_flag}=True does not give this {selection.family} model exactly its "
+                          f"trained biases ({odd!r} differs), so no plain transformers checkpoint can carry "
+                          "them; use the beft adapter (beft.bias.load_adapter) or export_peft instead")
+    setattr(model.config, family.merge_flag, True)
+    for _, module in to_add:
+        add_zero_bias(module, dtype=next(p.dtype for p in selection.bias_parameters().values()))

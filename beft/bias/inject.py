@@ -6,6 +6,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from .detect import out_features
 from .families import TARGETS, Family, detect_family, find_projections
 from .selection import BiasSelection, BiasSite
 
@@ -37,7 +38,7 @@ def add_zero_bias(module: nn.Module, dtype: torch.dtype | None = None) -> nn.Par
         dtype = w.dtype if w.dtype.is_floating_point else torch.float32
     # a weight on the meta device (sharded loading) gets a real zero bias: it has no checkpoint value
     device = "cpu" if w.is_meta else w.device
-    module.bias = nn.Parameter(torch.zeros(int(module.out_features), dtype=dtype, device=device))
+    module.bias = nn.Parameter(torch.zeros(out_features(module), dtype=dtype, device=device))
     return module.bias
 
 
@@ -65,17 +66,17 @@ def apply_bias(model: nn.Module, targets: str | Iterable[str], *,
         for name, module in find_projections(model, family, t):
             site = sites.get(name)
             if site is None:
-                native = t in family.native if family.name != "custom" else module.bias is not None
+                native = module.bias is not None if family.regex else t in family.native
                 if module.bias is None:
                     add_zero_bias(module, dtype=None if module.weight.dtype.is_floating_point
                                   else _float_dtype(model))
                 site = sites[name] = BiasSite(name, module, {}, added=not native)
             if family.is_fused(t):
-                idx = family.fused_layout(model.config, int(module.out_features))[t]
+                idx = family.fused_layout(model.config, out_features(module))[t]
                 site.index = idx if site.index is None else torch.cat([site.index, idx]).unique()
                 site.counts[t] = int(idx.numel())
             else:
-                site.counts[t] = int(module.out_features)
+                site.counts[t] = out_features(module)
 
     head_prefixes = tuple(head)
     for p in model.parameters():
@@ -102,7 +103,7 @@ def _mask_fused(selection: BiasSelection, site: BiasSite) -> None:
     the frozen values are kept to be put back after each step (weight decay). A ZeRO-3 partition
     holds no values here (the trainer refuses first-order training of it)."""
     bias = site.module.bias
-    mask = torch.zeros(int(site.module.out_features), dtype=torch.bool)
+    mask = torch.zeros(out_features(site.module), dtype=torch.bool)
     mask[site.index] = True
     frozen = (~mask).nonzero().squeeze(1)
     values = bias.detach()[frozen.to(bias.device)].clone() if bias.numel() == mask.numel() else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import transformers as tf
 
+from .detect import out_features
 from .inject import apply_bias
 from .selection import BiasSelection, numel
 
@@ -25,7 +26,7 @@ def inventory(model, targets, patterns: dict[str, str] | None = None, head=()) -
                                             "trainable": 0, "example": s.name})
             row["modules"] += 1
             row["added" if s.added else "native"] += 1
-            row["shapes"].add(int(s.module.out_features) if len(s.counts) == 1 else n)
+            row["shapes"].add(out_features(s.module) if len(s.counts) == 1 else n)
             row["trainable"] += n
     counts = selection.counts(model)
     for row in per_target.values():

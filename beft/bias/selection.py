@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .detect import out_features
+
 
 def numel(p: torch.Tensor) -> int:
     """Full element count, also for ZeRO-3 partitioned (ds_numel) and 4-bit packed parameters."""
@@ -33,7 +35,7 @@ class BiasSite:
     @property
     def partial(self) -> bool:
         """Only some entries of the layer's (fused) bias are selected."""
-        return self.index is not None and self.index.numel() < self.module.out_features
+        return self.index is not None and self.index.numel() < out_features(self.module)
 
     @property
     def targets(self) -> list[str]:

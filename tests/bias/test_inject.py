@@ -146,7 +146,7 @@ def test_parse_targets():
         parse_targets("x")
 
 
-def test_unsupported_family_lists_supported_and_patterns_work():
+def test_no_attention_projection_refused_and_patterns_work():
     class Attn(nn.Module):
         def __init__(self):
             super().__init__()
@@ -158,7 +158,7 @@ def test_unsupported_family_lists_supported_and_patterns_work():
             self.blocks = nn.ModuleList([Attn(), Attn()])
             self.config = type("C", (), {"model_type": "toy"})()
 
-    with pytest.raises(UnsupportedModelError, match="llama.*bias_patterns"):
+    with pytest.raises(UnsupportedModelError, match="no attention projection found in Toy.*bias_patterns"):
         apply_bias(Toy(), "v")
     sel = apply_bias(Toy(), "v", patterns={"v": r"blocks\.\d+\.wv"})
     assert [s.name for s in sel.sites] == ["blocks.0.wv", "blocks.1.wv"] and all(s.added for s in sel.sites)
