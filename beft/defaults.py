@@ -2,8 +2,8 @@
 
 A few thousand bias values need a far larger AdamW step than 22 M pretrained weights: one lr for
 every method (the old 1e-3) left `model=minilm task=sst2 bias=v` at the majority class. The values
-come from lr grids on the real models (all-MiniLM-L6-v2, SmolLM2-135M) on SST-2, low regime;
-docs/defaults.md has the grids, the figures, the machine and the date.
+come from lr grids on the real all-MiniLM-L6-v2 on SST-2, low regime, and the project's earlier
+bench runs (MiniLM, SmolLM2-135M); docs/defaults.md has the figures, the machine and the date.
 TrainConfig.validate resolves lr once and config.yaml records the number, so a run repeats
 exactly; an explicit lr (recipe or key=value) always wins.
 """
