@@ -117,7 +117,7 @@ class TrainConfig:
     data_dir: str | None = None      # default: $BEFT_DATA_DIR
     regime: str = "low"              # low | medium | high | all (encoder tasks)
     seed: int = 42
-    lr: float = 1e-3
+    lr: float | None = None          # None: chosen by method and optim.kind (beft/defaults.py); config.yaml records it
     epochs: int = 3
     max_steps: int = 0               # stop after this many optimizer steps (0: no limit)
     batch_size: int = 16             # global batch (all ranks x accumulation)
@@ -156,6 +156,9 @@ class TrainConfig:
             value = _get(self, key)
             if value not in allowed:
                 raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+        if self.lr is None:
+            from .defaults import default_lr
+            self.lr = default_lr(self.method, self.optim.kind)
         positive = {"reparam.rank": self.reparam.rank, "peft.lora_r": self.peft.lora_r,
                     "peft.prefix_tokens": self.peft.prefix_tokens, "lr": self.lr, "batch_size": self.batch_size, "optim.grad_accum": self.optim.grad_accum,
                     "data.max_length": self.data.max_length, "data.eval_batch_size": self.data.eval_batch_size}
