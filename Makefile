@@ -29,8 +29,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 demo: install
-	$(PY) launch/train.py model=minilm task=sst2 bias=v regime=low epochs=4 lr=3e-2 \
-		batch_size=32 data.max_length=64 output_dir=runs/demo overwrite=true
+	$(PY) launch/train.py model=minilm task=sst2 bias=v output_dir=runs/demo overwrite=true
 
 inspect: install
 	$(PY) launch/inventory.py minilm bias=v
