@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from . import dist
-from .ds_config import fill, zero_stage
+from .ds_config import check_launcher, fill, read, zero_stage
 from .local import LocalBackend, rank_file, rng_state, set_rng_state
 
 
@@ -32,6 +32,8 @@ class DeepSpeedBackend(LocalBackend):
     name = "deepspeed"
 
     def init(self) -> None:
+        check_launcher(self.cfg.deepspeed_config)
+        read(self.cfg.deepspeed_config)   # a bad file is reported before the data and model load
         import deepspeed  # noqa: F401  (fail early when missing)
         super().init()
         atexit.register(unlink_cpu_allreduce_buffer)
