@@ -11,7 +11,7 @@ import torch
 
 from . import dist
 from .ds_config import check_launcher, fill, read, zero_stage
-from .local import LocalBackend, rank_file, rng_state, set_rng_state
+from .local import LocalBackend, rank_file, read_state, rng_state, set_rng_state, unreadable, write_state
 
 
 def unlink_cpu_allreduce_buffer() -> None:
@@ -149,25 +149,30 @@ class DeepSpeedBackend(LocalBackend):
         if self.forward_only:   # ZO: the trained values (gathered) and the loop state, no optimizer
             full = self.full_state(params)
             if dist.rank() == 0:
-                torch.save({"params": full, "extra": extra}, directory / "state.pt")
-            torch.save(rng_state(), rank_file(directory, "rng"))
+                write_state({"params": full, "extra": extra}, directory / "state.pt")
+            write_state(rng_state(), rank_file(directory, "rng"))
             return
         self.engine.save_checkpoint(str(directory), tag="state", client_state={"extra": extra},
                                     exclude_frozen_parameters=True)
-        torch.save(rng_state(), rank_file(directory, "rng"))
+        write_state(rng_state(), rank_file(directory, "rng"))
 
     def load_checkpoint(self, directory: Path, params) -> dict:
         if self.forward_only:
-            state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+            state = read_state(directory / "state.pt")
             with self.full_access(list(params.values())) as (full, sync):
                 for f, n in zip(full, params):
                     f.copy_(state["params"][n].to(f.dtype))
                 sync()
-            set_rng_state(torch.load(rank_file(directory, "rng"), weights_only=True))
+            set_rng_state(read_state(rank_file(directory, "rng")))
             return state["extra"]
-        _, client = self.engine.load_checkpoint(str(directory), tag="state", load_module_strict=False,
-                                                load_optimizer_states=True, load_lr_scheduler_states=True)
+        try:
+            _, client = self.engine.load_checkpoint(str(directory), tag="state", load_module_strict=False,
+                                                    load_optimizer_states=True, load_lr_scheduler_states=True)
+        except (RuntimeError, EOFError, OSError) as e:   # DeepSpeed's own torch.load of its files
+            if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e):
+                raise
+            raise unreadable(directory / "state", e) from None
         if client is None:
             raise RuntimeError(f"could not load the DeepSpeed checkpoint in {directory}")
-        set_rng_state(torch.load(rank_file(directory, "rng"), weights_only=True))
+        set_rng_state(read_state(rank_file(directory, "rng")))
         return client["extra"]

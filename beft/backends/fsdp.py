@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from . import dist
-from .local import LocalBackend, rank_file, rng_state, set_rng_state
+from .local import LocalBackend, rank_file, read_state, rng_state, set_rng_state, write_state
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
@@ -140,13 +140,13 @@ class FSDPBackend(LocalBackend):
         opt = self.optimizer.state_dict()
         opt["state"] = {k: {sk: (sv.to_local() if hasattr(sv, "to_local") else sv).cpu() if torch.is_tensor(sv) else sv
                             for sk, sv in s.items()} for k, s in opt["state"].items()}
-        torch.save({"params": local, "optimizer": opt, "scheduler": self.scheduler.state_dict(),
-                    "extra": extra, "rng": rng_state(), "world_size": dist.world_size()},
-                   rank_file(directory, "state"))
+        write_state({"params": local, "optimizer": opt, "scheduler": self.scheduler.state_dict(),
+                     "extra": extra, "rng": rng_state(), "world_size": dist.world_size()},
+                    rank_file(directory, "state"))
 
     def load_checkpoint(self, directory: Path, params) -> dict:
         path = rank_file(directory, "state")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state(path)
         if state["world_size"] != dist.world_size():
             raise RuntimeError(f"checkpoint {directory} was written by {state['world_size']} ranks; "
                                f"resume with the same number (now {dist.world_size()})")
