@@ -113,6 +113,24 @@ class DeepSpeedBackend(LocalBackend):
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
 
+    def after_step(self, restore, selection) -> None:
+        """ZeRO-2: restore the model's unselected fused-bias slices, and the same entries of the
+        optimizer's fp32 master copy (DeepSpeed copies it over the model at the next step: restoring
+        the model alone, weight decay would still move them). ZeRO-3 refuses partial fused biases
+        (train.py) except under ZO, whose step never moves the unselected entries."""
+        if self.stage == 3:
+            return
+        restore()
+        if self.forward_only or selection is None:
+            return
+        from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+        for param, idx, values in selection.frozen_slices:
+            if values is None:   # a ZeRO-3 partition (never here)
+                continue
+            master = safe_get_full_fp32_param(param)   # every rank calls: an all-reduce of one bias
+            master[idx.to(master.device)] = values.to(master.device, master.dtype)
+            safe_set_full_fp32_param(param, master)
+
     def gathered(self, params: list[torch.Tensor]):
         if self.stage == 3:
             import deepspeed

@@ -134,6 +134,10 @@ class FSDPBackend(LocalBackend):
             out[n] = t.to("cpu", copy=True)
         return out
 
+    def after_step(self, restore, selection) -> None:
+        """Nothing: FSDP2 refuses partially selected fused biases (train.py) except under ZO, whose
+        step never moves the unselected entries."""
+
     def save_checkpoint(self, directory: Path, params, extra: dict) -> None:
         """Per rank: its shards of the trainable parameters and of the optimizer state."""
         local = {n: (p.detach().to_local() if hasattr(p, "to_local") else p.detach()).cpu() for n, p in params.items()}

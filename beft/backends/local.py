@@ -88,6 +88,11 @@ class LocalBackend:
         """(full tensors, sync): edit the full tensors in place, then sync() so the model sees them."""
         yield params, lambda: None
 
+    def after_step(self, restore, selection) -> None:
+        """Run the method's after-step hook (restore the unselected slices of fused biases that
+        weight decay moved) after each optimizer step."""
+        restore()
+
     # -- state ---------------------------------------------------------------------------------
     def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Full (gathered) copies of the named parameters on CPU; every rank must call."""
