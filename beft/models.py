@@ -48,6 +48,9 @@ def resolve(name: str) -> str:
         if not (p / "config.json").exists():
             raise FileNotFoundError(f"{p} holds neither config.json nor a .gguf file")
         return str(p)
+    if p.exists():
+        raise FileNotFoundError(f"model path {name} is a file, not a model folder; pass the folder holding "
+                                "config.json and the weights (or a .gguf file)")
     if name.startswith((".", "/")) or os.sep in name.strip("/") and name.count("/") > 1:
         raise FileNotFoundError(f"model path {name} does not exist")
     return name   # a hub id

@@ -1,6 +1,8 @@
 """A run directory: resolved config, metrics.jsonl, checkpoints, result.json (atomic writes)."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -13,12 +15,39 @@ class OutputDirError(ValueError):
     pass
 
 
+class DiskFull(OutputDirError):
+    pass
+
+
+@contextlib.contextmanager
+def disk_full_names(path: str | os.PathLike):
+    """A write under it that fails for want of space (ENOSPC, EDQUOT; torch.save says only "file
+    write failed") is one line naming the file and the free space left, not a bare errno."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        full = (getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+                or isinstance(e, RuntimeError) and "write failed" in str(e))
+        if not full:
+            raise
+        try:
+            free = f"{shutil.disk_usage(Path(path).parent).free // 2**20} MiB free"
+        except OSError:
+            free = "free space unknown"
+        raise DiskFull(f"no space left writing {path} ({free}): free space on that disk or choose another "
+                       "output_dir, then resume=true") from None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with disk_full_names(path), open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -57,13 +86,19 @@ class RunDir:
             for e in self._entries():
                 if e.name == "result.json" or not resume:
                     e.rename(self.previous / e.name)
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputDirError(f"output_dir {self.path} is a file, not a folder; choose another output_dir "
+                                 "(or move the file away)")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / f".probe{os.getpid()}"
             probe.write_text("x")
             probe.unlink()
         except OSError as e:
-            raise OutputDirError(f"output_dir {self.path} is not writable: {e.strerror or e}") from None
+            blocker = next((a for a in self.path.parents if a.exists() and not a.is_dir()), None)
+            where = f" ({blocker} is a file)" if blocker else ""
+            raise OutputDirError(f"output_dir {self.path} is not writable: {e.strerror or e}{where}; "
+                                 "choose another output_dir") from None
         free = shutil.disk_usage(self.path).free
         if free < MIN_FREE_BYTES:
             raise OutputDirError(f"output_dir {self.path} has only {free // 2**20} MiB free; "
@@ -116,7 +151,7 @@ class RunDir:
             shutil.rmtree(old)
 
     def log(self, record: dict) -> None:
-        with open(self.metrics, "a") as f:
+        with disk_full_names(self.metrics), open(self.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def records(self) -> list[dict]:

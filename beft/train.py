@@ -401,8 +401,8 @@ class Trainer:
                     losses.append(loss.detach().float().item())
                 if self.zo is None:
                     grad_norm = self.backend.step(params)
-                if self.method.after_step is not None and self.backend.replicated:
-                    self.method.after_step()
+                if self.method.after_step is not None:
+                    self.backend.after_step(self.method.after_step, self.selection)
                 st["step"] += 1
                 st["batch_in_epoch"] = b + 1
                 if _TERM_AFTER_STEP and st["step"] == _TERM_AFTER_STEP and dist.rank() == dist.world_size() - 1:

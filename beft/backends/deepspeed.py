@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from . import dist
-from .ds_config import fill, zero_stage
-from .local import LocalBackend, rank_file, rng_state, set_rng_state
+from .ds_config import check_launcher, fill, read, zero_stage
+from .local import LocalBackend, rank_file, read_state, rng_state, set_rng_state, unreadable, write_state
 
 
 def unlink_cpu_allreduce_buffer() -> None:
@@ -33,6 +33,8 @@ class DeepSpeedBackend(LocalBackend):
     replicated = False   # shards or master copies: in-place edits of the trained tensors do not stick
 
     def init(self) -> None:
+        check_launcher(self.cfg.deepspeed_config)
+        read(self.cfg.deepspeed_config)   # a bad file is reported before the data and model load
         import deepspeed  # noqa: F401  (fail early when missing)
         super().init()
         atexit.register(unlink_cpu_allreduce_buffer)
@@ -112,6 +114,24 @@ class DeepSpeedBackend(LocalBackend):
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
 
+    def after_step(self, restore, selection) -> None:
+        """ZeRO-2: restore the model's unselected fused-bias slices, and the same entries of the
+        optimizer's fp32 master copy (DeepSpeed copies it over the model at the next step: restoring
+        the model alone, weight decay would still move them). ZeRO-3 refuses partial fused biases
+        (train.py) except under ZO, whose step never moves the unselected entries."""
+        if self.stage == 3:
+            return
+        restore()
+        if self.forward_only or selection is None:
+            return
+        from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+        for param, idx, values in selection.frozen_slices:
+            if values is None:   # a ZeRO-3 partition (never here)
+                continue
+            master = safe_get_full_fp32_param(param)   # every rank calls: an all-reduce of one bias
+            master[idx.to(master.device)] = values.to(master.device, master.dtype)
+            safe_set_full_fp32_param(param, master)
+
     def gathered(self, params: list[torch.Tensor]):
         if self.stage == 3:
             import deepspeed
@@ -148,25 +168,30 @@ class DeepSpeedBackend(LocalBackend):
         if self.forward_only:   # ZO: the trained values (gathered) and the loop state, no optimizer
             full = self.full_state(params)
             if dist.rank() == 0:
-                torch.save({"params": full, "extra": extra}, directory / "state.pt")
-            torch.save(rng_state(), rank_file(directory, "rng"))
+                write_state({"params": full, "extra": extra}, directory / "state.pt")
+            write_state(rng_state(), rank_file(directory, "rng"))
             return
         self.engine.save_checkpoint(str(directory), tag="state", client_state={"extra": extra},
                                     exclude_frozen_parameters=True)
-        torch.save(rng_state(), rank_file(directory, "rng"))
+        write_state(rng_state(), rank_file(directory, "rng"))
 
     def load_checkpoint(self, directory: Path, params) -> dict:
         if self.forward_only:
-            state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+            state = read_state(directory / "state.pt")
             with self.full_access(list(params.values())) as (full, sync):
                 for f, n in zip(full, params):
                     f.copy_(state["params"][n].to(f.dtype))
                 sync()
-            set_rng_state(torch.load(rank_file(directory, "rng"), weights_only=True))
+            set_rng_state(read_state(rank_file(directory, "rng")))
             return state["extra"]
-        _, client = self.engine.load_checkpoint(str(directory), tag="state", load_module_strict=False,
-                                                load_optimizer_states=True, load_lr_scheduler_states=True)
+        try:
+            _, client = self.engine.load_checkpoint(str(directory), tag="state", load_module_strict=False,
+                                                    load_optimizer_states=True, load_lr_scheduler_states=True)
+        except (RuntimeError, EOFError, OSError) as e:   # DeepSpeed's own torch.load of its files
+            if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e):
+                raise
+            raise unreadable(directory / "state", e) from None
         if client is None:
             raise RuntimeError(f"could not load the DeepSpeed checkpoint in {directory}")
-        set_rng_state(torch.load(rank_file(directory, "rng"), weights_only=True))
+        set_rng_state(read_state(rank_file(directory, "rng")))
         return client["extra"]

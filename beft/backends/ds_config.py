@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -9,7 +10,25 @@ import torch
 from . import dist
 
 
-def fill(path: str, cfg, world_size: int, hidden_size: int | None) -> dict:
+# what DeepSpeed's init_distributed reads from a launcher (without them it tries MPI discovery)
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+MPI_ENV = ("OMPI_COMM_WORLD_RANK", "PMI_RANK")   # mpirun: DeepSpeed discovers the ranks itself
+
+
+def check_launcher(path: str, environ=os.environ) -> None:
+    """A DeepSpeed config needs a launcher that starts the ranks: run as plain python, DeepSpeed
+    would fall back on MPI discovery and fail with "No module named 'mpi4py'" after the model has
+    loaded. Refused up front instead; one process needs no DeepSpeed (leave out --config)."""
+    if all(k in environ for k in LAUNCHER_ENV) or any(k in environ for k in MPI_ENV):
+        return
+    missing = ", ".join(k for k in LAUNCHER_ENV if k not in environ)
+    raise ValueError(f"the DeepSpeed config {path} needs the deepspeed launcher ({missing} unset): "
+                     f"deepspeed --num_gpus N launch/train.py --config {path} ...; or leave out --config "
+                     "to train on one process")
+
+
+def read(path: str) -> dict:
+    """The DeepSpeed JSON at path: a JSON object, or a one-line ValueError naming the file."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"DeepSpeed config {p} does not exist (see ds_configs/)")
@@ -17,6 +36,22 @@ def fill(path: str, cfg, world_size: int, hidden_size: int | None) -> dict:
         ds = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"DeepSpeed config {p} is not valid JSON: line {e.lineno}: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"DeepSpeed config {p} cannot be read ({e}); pass a DeepSpeed JSON file "
+                         "(see ds_configs/)") from None
+    if not isinstance(ds, dict):
+        raise ValueError(f"DeepSpeed config {p} holds a JSON {type(ds).__name__}, not an object "
+                         '{"zero_optimization": {...}, ...}; see ds_configs/zero2.json')
+    zero = ds.get("zero_optimization", {})
+    if not isinstance(zero, dict):
+        raise ValueError(f"DeepSpeed config {p}: zero_optimization must be an object, e.g. "
+                         '{"stage": 2}; see ds_configs/zero2.json')
+    return ds
+
+
+def fill(path: str, cfg, world_size: int, hidden_size: int | None) -> dict:
+    p = Path(path)
+    ds = read(path)
     accum = cfg.optim.grad_accum
     micro = cfg.batch_size // (world_size * accum)
     precision = cfg.precision

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from . import dist
-from .local import LocalBackend, rank_file, rng_state, set_rng_state
+from .local import LocalBackend, rank_file, read_state, rng_state, set_rng_state, write_state
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
@@ -137,19 +137,23 @@ class FSDPBackend(LocalBackend):
             out[n] = t.to("cpu", copy=True)
         return out
 
+    def after_step(self, restore, selection) -> None:
+        """Nothing: FSDP2 refuses partially selected fused biases (train.py) except under ZO, whose
+        step never moves the unselected entries."""
+
     def save_checkpoint(self, directory: Path, params, extra: dict) -> None:
         """Per rank: its shards of the trainable parameters and of the optimizer state."""
         local = {n: (p.detach().to_local() if hasattr(p, "to_local") else p.detach()).cpu() for n, p in params.items()}
         opt = self.optimizer.state_dict()
         opt["state"] = {k: {sk: (sv.to_local() if hasattr(sv, "to_local") else sv).cpu() if torch.is_tensor(sv) else sv
                             for sk, sv in s.items()} for k, s in opt["state"].items()}
-        torch.save({"params": local, "optimizer": opt, "scheduler": self.scheduler.state_dict(),
-                    "extra": extra, "rng": rng_state(), "world_size": dist.world_size()},
-                   rank_file(directory, "state"))
+        write_state({"params": local, "optimizer": opt, "scheduler": self.scheduler.state_dict(),
+                     "extra": extra, "rng": rng_state(), "world_size": dist.world_size()},
+                    rank_file(directory, "state"))
 
     def load_checkpoint(self, directory: Path, params) -> dict:
         path = rank_file(directory, "state")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state(path)
         if state["world_size"] != dist.world_size():
             raise RuntimeError(f"checkpoint {directory} was written by {state['world_size']} ranks; "
                                f"resume with the same number (now {dist.world_size()})")

@@ -86,6 +86,11 @@ class LocalBackend:
         """(full tensors, sync): edit the full tensors in place, then sync() so the model sees them."""
         yield params, lambda: None
 
+    def after_step(self, restore, selection) -> None:
+        """Run the method's after-step hook (restore the unselected slices of fused biases that
+        weight decay moved) after each optimizer step."""
+        restore()
+
     # -- state ---------------------------------------------------------------------------------
     def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Full (gathered) copies of the named parameters on CPU; every rank must call."""
@@ -94,10 +99,10 @@ class LocalBackend:
     def save_checkpoint(self, directory: Path, params: dict[str, torch.Tensor], extra: dict) -> None:
         state = {"params": self.full_state(params), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "extra": extra, "rng": rng_state()}
-        torch.save(state, directory / "state.pt")
+        write_state(state, directory / "state.pt")
 
     def load_checkpoint(self, directory: Path, params: dict[str, torch.Tensor]) -> dict:
-        state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+        state = read_state(directory / "state.pt")
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(state["params"][n].to(p.dtype))
@@ -135,3 +140,30 @@ def set_rng_state(state: dict) -> None:
 
 def rank_file(directory: Path, stem: str) -> Path:
     return directory / f"{stem}_rank{dist.rank()}.pt"
+
+
+class CheckpointCorrupt(ValueError):
+    """A resume checkpoint file that cannot be read (truncated, damaged, missing)."""
+
+
+def unreadable(path: Path, e: BaseException) -> CheckpointCorrupt:
+    what = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+    return CheckpointCorrupt(f"checkpoint file {path} is truncated or damaged ({what}); delete "
+                             f"{path.parent} to restart the run from its first step, or restore it")
+
+
+def write_state(state: dict, path: Path) -> None:
+    """torch.save, a full disk named (outputs.disk_full_names)."""
+    from ..outputs import disk_full_names
+    with disk_full_names(path):
+        torch.save(state, path)
+
+
+def read_state(path: Path) -> dict:
+    """torch.load(weights_only=True) of a checkpoint file; an unreadable file is one line naming it
+    (torch says "failed finding central directory", "[Errno 22] Invalid argument" or nothing)."""
+    import pickle
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise unreadable(path, e) from None

@@ -8,6 +8,8 @@ run that already holds result.json returns it without training: one result per r
 """
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -96,19 +98,26 @@ def slurm_states(folder: Path, job_ids: list[str]) -> dict[str, str]:
     return {jid: watcher.get_state(jid, mode="cache").split()[0] for jid in job_ids}
 
 
+# the line a Python exception (or beft's one-line "error: ...") ends a failed job's stderr with
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failed|Stopped)\b|error:)")
+LOG_TAIL = 64 * 1024
+
+
 def job_error(folder: Path, job_id: str) -> str | None:
-    """The exception text a failed job left in its result pickle (None if it left none)."""
-    paths = submitit.core.utils.JobPaths(folder, job_id=job_id, task_id=0)
-    if not paths.result_pickle.exists():
-        return None
+    """The error a failed job reported: the last exception line of its stderr log (None if none).
+
+    Only text is read. submitit also leaves the exception in <job>_result.pkl, but the sweep root
+    may be writable by others, and unpickling a file planted there would run their code as
+    whoever runs `status`: the pickle is never opened."""
+    path = submitit.core.utils.JobPaths(folder, job_id=job_id, task_id=0).stderr
     try:
-        outcome, value = submitit.core.utils.pickle_load(paths.result_pickle)
-    except Exception:   # a half-written pickle: report nothing rather than fail status
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_TAIL))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
         return None
-    if outcome != "error":
-        return None
-    lines = [ln for ln in str(value).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "error"
+    hits = [ln.strip() for ln in re.split(r"[\r\n]", tail) if _ERROR_LINE.match(ln.strip())]
+    return hits[-1] if hits else None
 
 
 def sinfo_ok(timeout: float = 10) -> bool:

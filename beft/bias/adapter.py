@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -71,12 +71,43 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         p = p / ADAPTER_FILE
     if not p.is_file():
         raise FileNotFoundError(f"no bias adapter at {p} (expected a directory holding {ADAPTER_FILE})")
-    with safe_open(str(p), framework="pt") as f:
-        raw = (f.metadata() or {}).get("beft")
-        if raw is None:
-            raise AdapterMismatchError(f"{p} is not a beft bias adapter (no 'beft' metadata)")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return tensors, json.loads(raw)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            raw = (f.metadata() or {}).get("beft")
+            if raw is None:
+                raise AdapterMismatchError(f"{p} is not a beft bias adapter (no 'beft' metadata)")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as e:
+        raise AdapterMismatchError(f"{p} is truncated or corrupt ({e}); copy it again or re-run the "
+                                   "training that wrote it") from None
+    return tensors, _check_meta(p, raw, tensors)
+
+
+# written by every save_adapter; the readers (load_adapter, launch/export.py) rely on them
+REQUIRED_META = {"family": str, "targets": (list, str), "shapes": dict, "architecture": str, "base_model": str}
+
+
+def _check_meta(p: Path, raw: str, tensors: dict[str, torch.Tensor]) -> dict:
+    """The 'beft' metadata of adapter file p, parsed and checked against its tensors."""
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise AdapterMismatchError(f"{p}: its 'beft' metadata is not JSON ({e}); the file was edited "
+                                   "or damaged: re-run the training that wrote it") from None
+    if not isinstance(meta, dict):
+        raise AdapterMismatchError(f"{p}: its 'beft' metadata is not a JSON object; re-run the training that wrote it")
+    for key, kind in REQUIRED_META.items():
+        if not isinstance(meta.get(key), kind):
+            raise AdapterMismatchError(f"{p}: its 'beft' metadata lacks a valid {key!r}; the file was edited "
+                                       "or written by another tool: re-run the training that wrote it")
+    shapes = {n: tuple(t.shape) for n, t in tensors.items()}
+    recorded = {n: tuple(s) if isinstance(s, list) else s for n, s in meta["shapes"].items()}
+    if recorded != shapes:
+        bad = sorted(set(recorded) ^ set(shapes)) or sorted(n for n in shapes if recorded[n] != shapes[n])
+        raise AdapterMismatchError(f"{p}: its metadata records shape {recorded.get(bad[0])} for {bad[0]!r} but "
+                                   f"the file holds {shapes.get(bad[0])}; the file was edited or damaged: "
+                                   "re-run the training that wrote it")
+    return meta
 
 
 def load_adapter(model: nn.Module, path: str | os.PathLike, *, patterns: dict[str, str] | None = None,

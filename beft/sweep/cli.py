@@ -45,9 +45,13 @@ def main(argv: list[str]) -> int:
         from beft.sweep.submit import status
         states = status(spec)
         return 1 if any(s.state == "failed" for s in states) else 0
-    from beft.sweep.collect import collect
+    from beft.sweep.collect import collect, scored, tables
     for kind, path in collect(spec, args.out, figs=not args.no_figures).items():
         print(f"{kind}: {path}")
+    done = scored(tables(spec))
+    if done < len(spec.runs):
+        print(f"collected {done} of {len(spec.runs)} runs; the {len(spec.runs) - done} without a score "
+              "show as — (see `sweep.py status`)", file=sys.stderr)
     return 0
 
 

@@ -228,11 +228,25 @@ def figures(tabs: list[Table], out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+class NothingFinished(ValueError):
+    pass
+
+
+def scored(tabs: list[Table]) -> int:
+    """How many of the spec's runs have a score in the tables (finished, with the metric)."""
+    return sum(c.n for t in tabs for c in t.cells.values())
+
+
 def collect(spec: Spec, out_dir: str | Path | None = None, figs: bool = True) -> dict[str, Path]:
+    """Write the tables (and figures); refuse, writing nothing, when no run has a score at all."""
     from beft.outputs import atomic_write_text
     out = Path(out_dir) if out_dir else spec.root / "tables"
-    out.mkdir(parents=True, exist_ok=True)
     tabs = tables(spec)
+    if not scored(tabs):
+        raise NothingFinished(f"no run of sweep {spec.name} has finished with a {spec.collect['metric']} score "
+                              f"(0 of {len(spec.runs)} under {spec.root}): nothing to collect; see "
+                              "`sweep.py status` for their states")
+    out.mkdir(parents=True, exist_ok=True)
     files = {"md": out / f"{spec.name}.md", "csv": out / f"{spec.name}.csv", "tex": out / f"{spec.name}.tex"}
     atomic_write_text(files["md"], markdown(tabs, spec))
     atomic_write_text(files["csv"], to_csv(tabs))
