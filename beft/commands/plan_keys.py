@@ -26,13 +26,14 @@ from .flags import parse_flags
 # planner option -> the training keys (or flags) that say the same, given on one command line
 SAME = {"batch": ("batch_size",), "seq": ("data.max_length",), "dtype": ("precision", "quant"),
         "zero": ("backend", "deepspeed_config"), "fsdp": ("backend", "deepspeed_config")}
+PLAN_METHODS = ("full", "bias", "bitfit", "all", "lora")   # the planner's lora is peft_lora's LoRA on weights
 DTYPE = {"8bit": "8bit", "4bit": "4bit", "fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "auto": "bf16"}
 
 
 def plan_options(argv: list[str], plan_keys: set[str]) -> dict[str, str]:
     """argv (planner options, training keys, flags, --recipe) -> the planner's options."""
     args = parse_flags(argv)
-    own = [a for a in args.overrides if a.split("=", 1)[0] in plan_keys or "=" not in a]
+    own = [a for a in args.overrides if (a.split("=", 1)[0] in plan_keys and not _training_method(a)) or "=" not in a]
     train = [a for a in args.overrides if a not in own]
     from ..cli import parse_kv
     opts = parse_kv(own)
@@ -50,6 +51,12 @@ def plan_options(argv: list[str], plan_keys: set[str]) -> dict[str, str]:
     if args.recipe:
         given |= _keys(yaml.safe_load(Path(args.recipe).read_text()) or {})
     return {**_from_config(cfg, given, opts), **opts}
+
+
+def _training_method(arg: str) -> bool:
+    """method=peft_lora, vera, ...: a training method the planner maps (its own: full, bias, bitfit, lora)."""
+    key, _, value = arg.partition("=")
+    return key == "method" and value.lower() not in PLAN_METHODS
 
 
 def _keys(d: dict, prefix: str = "") -> set[str]:
