@@ -46,6 +46,16 @@ class DataConfig:
     n_eval: int | None = None        # caps the evaluation set
     eval_batch_size: int = 32
     train_objective: str = "ce"      # decoder tasks: ce over candidates | lm on the gold answer
+    # own data (task=FILE | FOLDER | HUB_ID, see beft/tasks/custom.py): columns, splits, label reading
+    text: list[str] = field(default_factory=lambda: ["text"])   # text column(s): sentence or [premise,hypothesis]
+    label: str = "label"             # label column: strings or ints (classes), or floats (regression)
+    label_type: str = "auto"         # auto (non-integer numbers: regression) | classification | regression
+    train_split: str = "train"       # split name = file name (train.csv) or the hub dataset's split
+    eval_split: str = "auto"         # auto: validation | dev | valid | val | eval if there, else held out of train
+    eval_fraction: float = 0.1       # held out of the train split (seeded) when there is no eval split
+    template: str = ""               # prompt from columns, e.g. '{sentence} It was' (default: the text columns)
+    verbalizer: dict[str, str] = field(default_factory=dict)   # decoder label words: {0: terrible, 1: great}
+    completion: str = ""             # decoder prompt/completion pairs: the completion column
 
 
 @dataclass
@@ -116,7 +126,7 @@ class TrainConfig:
     bias_patterns: dict[str, str] = field(default_factory=dict)  # target -> module-name regex
     precision: str = "auto"          # auto | fp32 | bf16 | fp16
     quant: str = "none"              # none | 8bit | 4bit (bitsandbytes base weights)
-    backend: str = "local"           # local | deepspeed | fsdp (set by the launcher flags)
+    backend: str = "local"           # local | ddp | deepspeed | fsdp (launcher flags; beft/backends/choose.py)
     deepspeed_config: str | None = None
     resume: bool = False
     overwrite: bool = False          # replace a finished result in output_dir
@@ -139,10 +149,11 @@ class TrainConfig:
         from .methods import METHODS
         choices = {"method": tuple(METHODS), "regime": ("low", "medium", "high", "all"),
                    "arch": ("auto", "encoder", "decoder"), "precision": ("auto", "fp32", "bf16", "fp16"),
-                   "quant": ("none", "8bit", "4bit"), "backend": ("local", "deepspeed", "fsdp"),
+                   "quant": ("none", "8bit", "4bit"), "backend": ("local", "ddp", "deepspeed", "fsdp"),
                    "optim.schedule": ("linear", "constant"), "optim.kind": ("adamw", "zo"),
                    "zo.update": ("sgd", "adam"), "zo.perturb": ("batch", "example"), "zo.difference": ("central", "forward"), "zo.head": ("first_order", "freeze"), "data.train_objective": ("ce", "lm"),
-                   "rank.measure": ("projection", "magnitude", "fisher"), "log_level": ("info", "debug")}
+                   "rank.measure": ("projection", "magnitude", "fisher"), "log_level": ("info", "debug"),
+                   "data.label_type": ("auto", "classification", "regression")}
         for key, allowed in choices.items():
             value = _get(self, key)
             if value not in allowed:
@@ -174,6 +185,9 @@ class TrainConfig:
         for key in ("icl.k", "reparam.vera_rank", "rank.fisher_examples", "epochs", "max_steps", "seed", "optim.warmup_steps", "checkpoint.every_steps", "log_every"):
             if _get(self, key) < 0:
                 raise ConfigError(f"{key}={_get(self, key)} must be >= 0")
+        if not 0 < self.data.eval_fraction < 1 or not self.data.text or not all(self.data.text):
+            raise ConfigError(f"data.eval_fraction={self.data.eval_fraction} must be in (0, 1) and data.text name "
+                              "at least one column, e.g. data.text=sentence or data.text=[premise,hypothesis]")
         if self.epochs == 0 and self.max_steps == 0:
             raise ConfigError("epochs=0 and max_steps=0: nothing to train; set one of them")
         if not 0 <= self.optim.warmup_ratio < 1:
@@ -280,7 +294,15 @@ def _coerce(value: Any, tp, key: str):
         if len(items) != len(args):
             raise ConfigError(f"{key}={value!r} needs {len(args)} comma-separated values")
         return tuple(_coerce(v, a, key) for v, a in zip(items, args))
+    if origin is list:   # a YAML list, "[a,b]" or "a,b"
+        if isinstance(value, str):
+            value = _flow(value, key) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",")]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, e.g. {key}=[a,b]")
+        return [_coerce(v, typing.get_args(tp)[0], key) for v in value]
     if origin is dict:
+        if isinstance(value, str) and value.lstrip().startswith("{"):   # "{0: terrible, 1: great}"
+            value = _flow(value, key)
         if isinstance(value, str):   # "v=REGEX;q=REGEX"
             try:
                 return dict(item.split("=", 1) for item in value.split(";") if item)
@@ -290,6 +312,14 @@ def _coerce(value: Any, tp, key: str):
             raise ConfigError(f"{key} must be a mapping")
         return {str(k): str(v) for k, v in value.items()}
     return value
+
+
+def _flow(text: str, key: str):
+    """A YAML flow list or mapping from the command line, every scalar read as a string ('yes', '0')."""
+    try:
+        return yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError:
+        raise ConfigError(f"{key}={text!r} is not a YAML list / mapping, e.g. [a,b] or {{0: no, 1: yes}}") from None
 
 
 def _set(cfg, dotted: str, value: Any, full_key: str | None = None) -> None:

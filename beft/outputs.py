@@ -119,10 +119,21 @@ class RunDir:
         with open(self.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def truncate_metrics(self, step: int) -> None:
-        """On resume: drop records logged after the checkpoint (they will be logged again)."""
+    def records(self) -> list[dict]:
+        if not self.metrics.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def metrics_lines(self) -> int:
+        return len(self.metrics.read_text().splitlines()) if self.metrics.is_file() else 0
+
+    def truncate_metrics(self, step: int, lines: int | None = None) -> None:
+        """On resume: keep the first `lines` records (those the checkpoint had seen: records
+        after it will be logged again), or, for a checkpoint that did not count them, those up to
+        its step. A run that restarts without a checkpoint passes lines=0."""
         if not self.metrics.is_file():
             return
-        keep = [line for line in self.metrics.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        records = [line for line in self.metrics.read_text().splitlines() if line.strip()]
+        keep = records[:lines] if lines is not None else \
+            [line for line in records if json.loads(line).get("step", 0) <= step]
         atomic_write_text(self.metrics, "".join(k + "\n" for k in keep))

@@ -167,7 +167,7 @@ def rank_run(run_dir: str | Path, out_dir: str | Path | None = None, cfg=None, v
     from .bias.adapter import read_adapter
     from .config import load_config
     from .models import is_encoder, load_config as load_model_config, load_model
-    from .tasks import get_task
+    from .tasks import task_for
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir or run_dir)
@@ -177,7 +177,7 @@ def rank_run(run_dir: str | Path, out_dir: str | Path | None = None, cfg=None, v
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     arch = cfg.arch if cfg.arch != "auto" else ("encoder" if is_encoder(load_model_config(cfg.model)) else "decoder")
-    task = get_task(cfg.task, arch=arch, **({"train_objective": cfg.data.train_objective} if arch == "decoder" else {}))
+    task = task_for(cfg.task, arch, cfg.data)
     splits = task.load(cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval)
     model, tokenizer, head = load_model(cfg.model, arch, num_labels=getattr(task, "num_labels", None))
     model.to(dist.device())                 # the Fisher measure runs a backward pass per example

@@ -21,26 +21,26 @@ from torch import nn
 from . import __version__
 from .backends import dist
 from .bias.adapter import save_adapter
-from . import methods, quiet, stop, tracking
+from . import faults, health, methods, quiet, resume, stop, tracking
 from .config import TrainConfig, dump_config
 from .memory import PeakMemory, tune_allocator
 from .models import is_encoder, load_config as load_model_config
 from .outputs import RunDir, atomic_write_json, atomic_write_text
-from .tasks import get_task
+from .tasks import label_maps, task_for
 
 
 class TrainingError(ValueError):   # a one-line error for the user (beft.cli), exit 2
     pass
 
 
-# Fault injection for tests: BEFT_KILL_AFTER_STEP=N SIGKILLs the process right after optimizer
-# step N; BEFT_TERM_AFTER_STEP=N sends SIGTERM to the last rank only (the others must follow).
-_KILL_AFTER_STEP = int(os.environ.get("BEFT_KILL_AFTER_STEP", "0"))
+# Fault injection for tests: BEFT_TERM_AFTER_STEP=N sends SIGTERM to the last rank only (the others
+# must follow); kills: beft/faults.py.
 _TERM_AFTER_STEP = int(os.environ.get("BEFT_TERM_AFTER_STEP", "0"))
 
 
-def done_line(result: dict, folder: Path, report_to: str, adapter: bool) -> str:
-    """The run's last line: the main metric (final and best), the output folder, where to look next."""
+def done_line(result: dict, folder: Path, report_to: str, adapter: bool, warnings: list[str] = ()) -> str:
+    """The run's last line: the main metric (final and best), the output folder, where to look next,
+    then any warning (e.g. the loss diverged)."""
     m = result["main_metric"]
     final, best = (result["final"] or {}).get(m, float("nan")), (result["best"] or {}).get(m, float("nan"))
     nxt = [f"{folder}/result.json", f"{folder}/metrics.jsonl"]
@@ -49,7 +49,8 @@ def done_line(result: dict, folder: Path, report_to: str, adapter: bool) -> str:
     if adapter:
         nxt.append(f"beft export {folder} peft={folder}_peft")
     return (f"done: {m}={final:.4f} (best {best:.4f} at epoch {result['best_epoch']}), "
-            f"{result['trainable']['trainable']:,} trained parameters -> {folder}; next: {'; '.join(nxt)}")
+            f"{result['trainable']['trainable']:,} trained parameters -> {folder}; next: {'; '.join(nxt)}"
+            + "".join(f" | warning: {w}" for w in warnings))
 
 
 def progress(total: int, desc: str, **kw):
@@ -58,6 +59,12 @@ def progress(total: int, desc: str, **kw):
 
 
 def make_backend(cfg: TrainConfig):
+    from .backends.choose import choose
+    choose(cfg)   # the launcher's environment (torchrun, accelerate) may pick ddp / fsdp / deepspeed
+    cfg.validate()
+    if cfg.backend == "ddp":
+        from .backends.ddp import DDPBackend
+        return DDPBackend(cfg)
     if cfg.backend == "deepspeed":
         from .backends.deepspeed import DeepSpeedBackend
         return DeepSpeedBackend(cfg)
@@ -95,6 +102,8 @@ class Trainer:
         self.rank0 = dist.rank() == 0
         if self.rank0:
             self.run_dir.prepare(overwrite=cfg.overwrite, resume=cfg.resume)
+            if cfg.resume:
+                self.run_dir.recover_checkpoint()
         dist.barrier()
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -102,13 +111,14 @@ class Trainer:
         if cfg.bias == "auto":   # the ranking run's choice; config.yaml records the resolved target
             from .rank import auto_target
             cfg.bias = auto_target(cfg.rank_from)
+        if cfg.resume:   # refuse a changed config before loading anything (beft/resume.py)
+            self.resume_changes = resume.check(self.run_dir, cfg)
         model_cfg = load_model_config(cfg.model)
         self.arch = cfg.arch if cfg.arch != "auto" else ("encoder" if is_encoder(model_cfg) else "decoder")
         if self.arch == "decoder" and is_encoder(model_cfg):
             raise TrainingError(f"arch=decoder: {cfg.model} is an encoder ({model_cfg.model_type}) with no causal LM "
                                 "head to score with; drop arch (auto) or use a decoder model")
-        self.task = get_task(cfg.task, arch=self.arch, **({"train_objective": cfg.data.train_objective}
-                                                          if self.arch == "decoder" else {}))
+        self.task = task_for(cfg.task, self.arch, cfg.data)   # own data: every split read and checked here
         self.splits = self.task.load(cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval)
         world, accum = dist.world_size(), cfg.optim.grad_accum
         if cfg.batch_size % (world * accum):
@@ -132,7 +142,7 @@ class Trainer:
         if self.method.task_transform is not None:
             self.task = self.method.task_transform(self.task, self.splits)
         self.splits.notes.extend(self.method.notes)
-        sharded = self.backend.name == "fsdp" or (self.backend.name == "deepspeed" and getattr(self.backend, "stage", 0) == 3)
+        self.sharded = sharded = self.backend.name == "fsdp" or (self.backend.name == "deepspeed" and getattr(self.backend, "stage", 0) == 3)
         if self.selection is not None and self.selection.frozen_slices and sharded and cfg.optim.kind != "zo":
             raise TrainingError(f"bias={cfg.bias} selects part of a fused qkv bias ({self.selection.family}); "
                                 f"{'FSDP2' if self.backend.name == 'fsdp' else 'ZeRO-3'} shards it and its other entries "
@@ -168,19 +178,25 @@ class Trainer:
 
         self.state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best": None, "best_epoch": None,
                       "evals": [], "train_seconds": 0.0}
-        if cfg.resume and self.rank0:
-            self.run_dir.recover_checkpoint()
-        dist.barrier()
         if cfg.resume and (self.run_dir.last_checkpoint / "meta.json").is_file():
             self.state = self.backend.load_checkpoint(self.run_dir.last_checkpoint, self.params)
             if self.zo is not None and self.state.get("zo"):
                 self.zo.load_state_dict(self.state["zo"])
                 if self.gathered_head is not None and "head" in self.state["zo"]:
                     self.gathered_head.load_state_dict(self.state["zo"]["head"])
+            if self.state["step"] > self.total_steps:
+                raise TrainingError(f"resume=true: the checkpoint is at step {self.state['step']}, past this "
+                                    f"config's {self.total_steps} steps; raise max_steps or epochs")
+            self.state.setdefault("resumes", []).append({"step": self.state["step"], "changed": self.resume_changes})
             if self.rank0:
-                self.run_dir.truncate_metrics(self.state["step"])
+                self.run_dir.truncate_metrics(self.state["step"],
+                                              resume.log_lines(self.run_dir.last_checkpoint / "meta.json"))
+                for k, (was, now) in self.resume_changes.items():
+                    print(f"note: resume changes {k}: {was} -> {now}", flush=True)
                 print(f"resumed from step {self.state['step']} (epoch {self.state['epoch']}, "
                       f"batch {self.state['batch_in_epoch']})", flush=True)
+        elif cfg.resume and self.rank0:   # no checkpoint yet: the run starts over, and so does its log
+            self.run_dir.truncate_metrics(0, lines=0)
         if self.rank0:
             atomic_write_text(self.run_dir.config, dump_config(cfg))
             self.trackers = tracking.Trackers(cfg.report_to, self.run_dir.path, cfg.to_dict(),
@@ -381,12 +397,12 @@ class Trainer:
         params = list(self.params.values())
         bar = None
         if self.rank0:
-            bar = progress(self.total_steps, "train", initial=st["step"])
+            self.bar = bar = progress(self.total_steps, "train", initial=st["step"])
         if self.zo is not None and cfg.zo.probe and st["step"] == 0:
             self.probe_head()
         t_log, n_log, tok_log = time.perf_counter(), 0, 0
         t_start = time.perf_counter() - st["train_seconds"]
-        while st["step"] < self.total_steps:
+        while st["step"] < self.total_steps or not self._final_evaluated():   # a kill may have cut the last evaluation
             epoch = st["epoch"]
             order = self.order(epoch)
             model.train()
@@ -407,7 +423,7 @@ class Trainer:
                     losses.append(loss.detach().float().item())
                 if self.zo is None:
                     grad_norm = self.backend.step(params)
-                if self.method.after_step is not None and self.backend.name == "local":
+                if self.method.after_step is not None and self.backend.replicated:
                     self.method.after_step()
                 st["step"] += 1
                 st["batch_in_epoch"] = b + 1
@@ -417,6 +433,8 @@ class Trainer:
                 if not math.isfinite(loss_value):
                     raise TrainingError(f"loss is {loss_value} at step {st['step']} (epoch {epoch}); "
                                         "lower lr, check the data, or use precision=fp32")
+                if st["step"] == 1:   # where the loss started (beft/health.py)
+                    st["first_loss"] = loss_value
                 n_log += cfg.batch_size
                 if self.rank0:
                     bar.update(1)
@@ -430,8 +448,7 @@ class Trainer:
                         self.log(rec)
                         bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
                     t_log, n_log, tok_log = time.perf_counter(), 0, 0
-                if _KILL_AFTER_STEP and st["step"] == _KILL_AFTER_STEP:   # fault injection for resume tests
-                    os.kill(os.getpid(), signal.SIGKILL)
+                faults.point("step", st["step"])   # fault injection for the kill + resume tests
                 if stopping:
                     st["train_seconds"] = time.perf_counter() - t_start
                     self.save_checkpoint()
@@ -455,6 +472,10 @@ class Trainer:
         if bar is not None:
             bar.close()
 
+    def _final_evaluated(self) -> bool:
+        evals = self.state["evals"]
+        return bool(evals) and evals[-1]["step"] == self.state["step"]
+
     def evaluate(self) -> dict:
         """Every rank evaluates the whole split (ZeRO-3 and FSDP need all ranks in lockstep)."""
         model = self.backend.model
@@ -466,7 +487,8 @@ class Trainer:
             for i in range(0, len(self.splits.eval), bs):
                 ex = self.splits.eval[i:i + bs]
                 batch = self.to_device(self.task.collate(self.tokenizer, ex, self.cfg.data.max_length))
-                kw = {"synced_gpus": True} if dist.world_size() > 1 and getattr(self.task, "generates", False) else {}
+                # ranks that shard the parameters run every forward together, however long each generates
+                kw = {"synced_gpus": True} if self.task.generates and self.sharded else {}
                 preds.extend(self.task.predict(model, batch, **kw))
                 if bar is not None:
                     bar.update(len(ex))
@@ -492,6 +514,7 @@ class Trainer:
             self.log({"step": st["step"], "epoch": epoch, "eval": metrics})
             print(f"epoch {epoch} step {st['step']}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
                   flush=True)
+        faults.point("eval", st["step"])
 
     def log(self, record: dict) -> None:   # rank 0: metrics.jsonl and the trackers (report_to)
         self.run_dir.log(record)
@@ -511,9 +534,12 @@ class Trainer:
                 self.state["zo"]["head"] = self.gathered_head.state_dict()
         self.backend.save_checkpoint(tmp, self.params, dict(self.state))
         dist.barrier()
-        if self.rank0:
+        if self.rank0:   # the config that trained it (beft/resume.py) and the log lines it has seen
+            atomic_write_text(tmp / "config.yaml", dump_config(self.cfg))
             st = self.state   # epoch: the one its last step belongs to, numbered from 1 (as in result.json)
-            atomic_write_json(tmp / "meta.json", {"step": st["step"], "epoch": st["epoch"] + (st["batch_in_epoch"] > 0)})
+            atomic_write_json(tmp / "meta.json", {"step": st["step"], "epoch": st["epoch"] + (st["batch_in_epoch"] > 0),
+                                                  "metrics_lines": self.run_dir.metrics_lines()})
+            faults.point("checkpoint", self.state["step"])
             self.run_dir.commit_checkpoint(tmp)
         dist.barrier()
 
@@ -521,7 +547,8 @@ class Trainer:
         if self.method.adapter_state is not None:   # e.g. reparametrised: write b_0 + delta
             state = self.method.adapter_state(state)
         save_adapter(directory, self.selection, self.model, state=state,
-                     extra_meta={"task": self.cfg.task, "seed": self.cfg.seed, "method": self.cfg.method})
+                     extra_meta={"task": self.cfg.task, "seed": self.cfg.seed, "method": self.cfg.method,
+                                 **label_maps(self.task.labels)})
 
     # ------------------------------------------------------------------------------ cleanup
     def cleanup(self) -> dict | None:
@@ -533,6 +560,10 @@ class Trainer:
         if self.rank0:
             if self.selection is not None:
                 self._save_adapter(self.run_dir.adapter, final_state)
+            faults.point("result")
+            final = st["evals"][-1] if st["evals"] else None
+            warnings = health.loss_warnings(st.get("first_loss"), [r["loss"] for r in self.run_dir.records() if "loss" in r]) + \
+                health.baseline_warnings(self.task, self.splits.eval, final)
             result = {"status": "finished", "final": st["evals"][-1] if st["evals"] else None,
                       "best": st["best"], "best_epoch": st["best_epoch"], "main_metric": self.task.main_metric,
                       "trainable": self.counts, "steps": st["step"], "wall_time_s": round(st["train_seconds"], 2),
@@ -540,10 +571,11 @@ class Trainer:
                       "task": cfg.task, "arch": self.arch, "method": cfg.method, "bias": cfg.bias, "seed": cfg.seed,
                       "n_train": len(self.splits.train), "n_eval": len(self.splits.eval),
                       "notes": self.splits.notes, "beft_version": __version__,
-                      **({"probe": st["probe"]} if st.get("probe") else {})}
+                      **({"probe": st["probe"]} if st.get("probe") else {}),
+                      "resumes": st.get("resumes", []), "warnings": warnings}
             atomic_write_json(self.run_dir.result, result)   # last: its presence means finished
             self.trackers.close()
-            print(done_line(result, self.run_dir.path, cfg.report_to, self.selection is not None), flush=True)
+            print(done_line(result, self.run_dir.path, cfg.report_to, self.selection is not None, warnings), flush=True)
         dist.barrier()
         self.backend.cleanup()
         return result
@@ -580,6 +612,8 @@ class Trainer:
                 self.train()
             finally:
                 stop.restore(previous)
+                if getattr(self, "bar", None) is not None:   # an error then starts on its own line
+                    self.bar.close()
             result = self.cleanup()
         except stop.Stopped:
             raise

@@ -30,6 +30,7 @@ def unlink_cpu_allreduce_buffer() -> None:
 
 class DeepSpeedBackend(LocalBackend):
     name = "deepspeed"
+    replicated = False   # shards or master copies: in-place edits of the trained tensors do not stick
 
     def init(self) -> None:
         import deepspeed  # noqa: F401  (fail early when missing)

@@ -37,10 +37,22 @@ def half_dtype(precision: str) -> torch.dtype | None:
     return torch.float16 if precision == "fp16" else torch.bfloat16
 
 
+def check_precision(precision: str) -> None:
+    """precision=bf16 on a GPU without native bfloat16 (V100, T4: compute capability < 8.0) would
+    run emulated, several times slower, or fail inside a kernel: say so before anything loads."""
+    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported(
+            including_emulation=False):
+        major, minor = torch.cuda.get_device_capability()
+        raise ValueError(f"precision=bf16: this GPU ({torch.cuda.get_device_name()}, compute capability "
+                         f"{major}.{minor}) has no native bfloat16 (needs 8.0+); use precision=fp32, or fp16 "
+                         "under DeepSpeed (which scales the loss)")
+
+
 def base_dtype(precision: str) -> torch.dtype:
     """The dtype of the frozen base weights. A frozen weight needs no fp32 copy: precision=bf16 / fp16
     loads it in 16 bits on any device (the CPU too); auto does so where the GPU has a native half type
     (see half_dtype). Trained tensors keep fp32 values whatever this says."""
+    check_precision(precision)
     if precision in ("bf16", "fp16"):
         return torch.bfloat16 if precision == "bf16" else torch.float16
     return half_dtype(precision) or torch.float32

@@ -20,6 +20,7 @@ def fill(path: str, cfg, world_size: int, hidden_size: int | None) -> dict:
     accum = cfg.optim.grad_accum
     micro = cfg.batch_size // (world_size * accum)
     precision = cfg.precision
+    dist.check_precision(precision)
     if precision == "auto":
         precision = "bf16" if dist.half_dtype("auto") is not None else "fp32"
     h = hidden_size or 1024

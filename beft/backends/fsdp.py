@@ -35,6 +35,7 @@ def _units(model: nn.Module) -> list[nn.Module]:
 
 class FSDPBackend(LocalBackend):
     name = "fsdp"
+    replicated = False   # shards or master copies: in-place edits of the trained tensors do not stick
 
     def init(self) -> None:
         super().init()
@@ -47,9 +48,11 @@ class FSDPBackend(LocalBackend):
         parameters and buffers real, as from_pretrained would make them); the weights are read in
         prepare(), each rank reading only the rows of the shards it owns."""
         from ..models import build_empty
+        from .choose import transformers_builds_every_rank
         self.base_dtype = dist.base_dtype(self.cfg.precision)
-        model, tokenizer, head, self.checkpoint, self.keys = build_empty(name, arch, num_labels=num_labels,
-                                                                         dtype=self.base_dtype)
+        with transformers_builds_every_rank():
+            model, tokenizer, head, self.checkpoint, self.keys = build_empty(name, arch, num_labels=num_labels,
+                                                                             dtype=self.base_dtype)
         return model, tokenizer, head
 
     def prepare(self, model: nn.Module, params: dict[str, torch.Tensor], build_optim) -> dict:

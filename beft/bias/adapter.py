@@ -106,6 +106,9 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, *, patterns: dict[st
     with torch.no_grad():
         for name, t in tensors.items():
             params[name].copy_(t.to(params[name].dtype))
+    if meta.get("id2label"):   # own data's class names: a merged checkpoint's config carries them
+        model.config.id2label = {int(i): name for i, name in meta["id2label"].items()}
+        model.config.label2id = {name: int(i) for i, name in meta["id2label"].items()}
     if not trainable:
         for p in params.values():
             p.requires_grad_(False)

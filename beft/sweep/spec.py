@@ -39,7 +39,7 @@ class SpecError(ValueError):
 @dataclass(frozen=True)
 class Launcher:
     kind: str = "python"          # python: one process; torchrun: FSDP2 ranks; deepspeed: ZeRO ranks
-    nproc: int = 1                # processes on the (single) node, started inside the allocation
+    nproc: int = 1                # processes per node (slurm.nodes nodes), started inside the allocation
     ds_config: str | None = None  # deepspeed only
 
     def backend(self) -> dict:
@@ -93,12 +93,31 @@ class Spec:
 
 # ---------------------------------------------------------------------------------- run ids
 def run_id(config: dict) -> str:
-    """Stable id: readable prefix + hash of the resolved config without NOT_IN_ID keys."""
-    keyed = {k: v for k, v in config.items() if k not in NOT_IN_ID}
+    """Stable id: readable prefix + hash of the resolved config's values that differ from beft's
+    defaults (NOT_IN_ID keys left out). Only the differences: a key that a later beft adds, at
+    its default, leaves every existing sweep's ids (and so its finished runs) where they were."""
+    from beft.config import TrainConfig
+    keyed = _differences({k: v for k, v in config.items() if k not in NOT_IN_ID}, TrainConfig().to_dict())
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
     target = config["bias"] if config["method"] == "bias" else config["method"]
     parts = [_slug(config["model"]), config["task"], target, config["regime"], f"s{config['seed']}", digest[:10]]
     return "-".join(_slug(str(p)) for p in parts)
+
+
+def _differences(config: dict, default: dict) -> dict:
+    out = {}
+    for k, v in config.items():
+        d = default.get(k, _MISSING)
+        if isinstance(v, dict) and isinstance(d, dict):
+            v = _differences(v, d)
+            if v:
+                out[k] = v
+        elif v != d:
+            out[k] = v
+    return out
+
+
+_MISSING = object()
 
 
 def _slug(text: str) -> str:
@@ -185,7 +204,7 @@ def parse_spec(data: Any, path: Path = Path("<spec>"), root: str | Path | None =
 
 def _expand(grid, base, per, launcher, resources, root, err) -> list[Run]:
     from beft.config import ConfigError, load_config
-    from beft.tasks.registry import TASKS
+    from beft.tasks.registry import TASKS, builtin, known_task
     known_tasks = set(TASKS["encoder"]) | set(TASKS["decoder"])
     keys = list(grid)
     runs, seen = [], {}
@@ -200,8 +219,15 @@ def _expand(grid, base, per, launcher, resources, root, err) -> list[Run]:
                 lau = lau2 if lau2 != launcher else lau
                 res = res2 if res2 != resources else res
         label = "/".join(f"{k}={v}" for k, v in axes.items())
-        if str(over.get("task")) not in known_tasks:
-            raise err(f"run {label}: unknown task {over.get('task')!r}; known: {', '.join(sorted(known_tasks))}")
+        if res.nodes > 1 and lau.kind == "python":
+            raise err(f"run {label}: slurm.nodes={res.nodes} needs launcher kind torchrun or deepspeed "
+                      "(one launcher per node, nproc ranks each); kind python runs one process")
+        task = str(over.get("task"))
+        if not known_task(task):
+            raise err(f"run {label}: unknown task {task!r}; known: {', '.join(sorted(known_tasks))}, or own data "
+                      "(a data file or folder, or a hub dataset id owner/name)")
+        if not builtin(task) and Path(task).expanduser().exists():   # own data: jobs may run elsewhere
+            over["task"] = str(Path(task).expanduser().resolve())
         over.update(lau.backend(), resume=True, overwrite=False, output_dir="-")
         try:
             cfg = load_config(None, {k: v for k, v in over.items()}).to_dict()
@@ -275,8 +301,6 @@ def _resources(value, where: str, err, default: Resources | None = None) -> Reso
             raise err(f"{where}.{key}={v!r} must be an integer >= 0")
     if not isinstance(res.mem_gb, (int, float)) or isinstance(res.mem_gb, bool) or res.mem_gb <= 0:
         raise err(f"{where}.mem_gb={res.mem_gb!r} must be a number > 0")
-    if res.nodes != 1:
-        raise err(f"{where}.nodes={res.nodes}: multi-node runs are not supported yet (one node, nproc ranks)")
     for key in ("partition", "account", "qos"):
         v = getattr(res, key)
         if v is not None and not isinstance(v, str):

@@ -16,7 +16,7 @@ import yaml
 
 from beft.outputs import atomic_write_text
 from beft.sweep import jobs as J
-from beft.sweep.spec import Run, Spec
+from beft.sweep.spec import Run, Spec, SpecError
 
 SHOWN_KEYS = ("lr", "epochs", "batch_size", "data.max_length", "data.train_objective", "precision")
 
@@ -66,6 +66,10 @@ def submit(spec: Spec, executor: str, dry_run: bool = False, out: Callable[[str]
         [J.RunState(r.run_id, "done" if (r.output_dir / "result.json").is_file() else "unsubmitted")
          for r in spec.runs]
     todo, skipped = plan(spec, states)
+    wide = [r for r in todo if r.resources.nodes > 1]
+    if wide and executor != "slurm":
+        raise SpecError(f"{spec.path}: run {wide[0].run_id} asks for slurm.nodes={wide[0].resources.nodes}; "
+                        f"executor {executor} runs on this host only: use --executor slurm")
     folder = spec.root / "_submitit"
     name = f"beft-{spec.name}"
     out(f"sweep {spec.name}: {len(spec.runs)} runs, {len(todo)} to submit"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,8 @@ class ChoiceTask:
     train_objective: str = "ce"
     arch: str = "decoder"
     num_labels: int | None = None  # encoder only
+    labels: tuple[str, ...] | None = None  # class names by id where the data names them (own data)
+    generates: ClassVar[bool] = False   # scores the candidates (no generate)
 
     def __post_init__(self) -> None:
         if self.train_objective not in OBJECTIVES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,9 @@ class EncoderTask:
     sizes: tuple[int, int, int]  # train examples for low, medium, high
     texts: Texts = pair("text_a", "text_b")
     arch: str = "encoder"
+    metric_kind: str = ""  # which label metrics to report (see metrics.METRICS); "": main_metric's
+    labels: tuple[str, ...] | None = None  # class names by id where the data names them (own data)
+    generates: ClassVar[bool] = False   # predictions come from one forward (no generate)
 
     def load(self, data_dir: str | None = None, regime: str = "all", seed: int = 0,
              n_train: int | None = None, n_eval: int | None = None) -> Splits:
@@ -77,4 +81,4 @@ class EncoderTask:
         return logits.argmax(-1).tolist()
 
     def metrics(self, preds: list, examples: list[dict]) -> dict[str, float]:
-        return label_metrics(self.main_metric, preds, [ex["label"] for ex in examples])
+        return label_metrics(self.metric_kind or self.main_metric, preds, [ex["label"] for ex in examples])

@@ -7,6 +7,7 @@ it last collated with, to decode predictions (or pass tokenizer= to predict).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -15,7 +16,7 @@ from beft.tasks.base import Splits
 from beft.tasks.decoder import load_decoder
 from beft.tasks.metrics import answer_scores
 from beft.tasks.prompts import GenPrompt
-from beft.tasks.scoring import encode_pair, pad_id, pad_right, target_logprobs
+from beft.tasks.scoring import completion_batch, completion_loss, completion_losses, pad_id
 from beft.tasks.splits import DataSpec
 
 
@@ -63,6 +64,9 @@ class GenTask:
     train_objective: str = "lm"  # generation trains on the gold answer only
     arch: str = "decoder"
     num_labels: int | None = None
+    labels: tuple[str, ...] | None = None  # no classes
+    # predictions call model.generate: ranks that shard the parameters must pass synced_gpus
+    generates: ClassVar[bool] = True
     tokenizer: object = field(default=None, repr=False)
 
     def load(self, data_dir: str | None = None, regime: str = "all", seed: int = 0,
@@ -72,25 +76,19 @@ class GenTask:
     def collate(self, tokenizer, examples: list[dict], max_length: int) -> dict[str, torch.Tensor]:
         self.tokenizer = tokenizer
         prompts = [self.prompt.prompt(ex) for ex in examples]
-        pairs = [encode_pair(tokenizer, p, f" {ex['answers'][0]}\n", max_length)
-                 for p, ex in zip(prompts, examples, strict=True)]
         gen = [tokenizer(p)["input_ids"][-max_length:] for p in prompts]
         return {
-            "input_ids": pad_right([s for s, _ in pairs], pad_id(tokenizer)),  # (B, L)
-            "attention_mask": pad_right([[1] * len(s) for s, _ in pairs], 0),
-            "target_mask": pad_right([[0] * (len(s) - n) + [1] * n for s, n in pairs], 0),
+            **completion_batch(tokenizer, prompts, [f" {ex['answers'][0]}\n" for ex in examples], max_length),
             "gen_input_ids": pad_left(gen, pad_id(tokenizer)),  # (B, Lp) left-padded
             "gen_attention_mask": pad_left([[1] * len(s) for s in gen], 0),
         }
 
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        lp, m = target_logprobs(model, batch)
-        return -(lp * m).sum() / m.sum().clamp(min=1)
+        return completion_loss(model, batch)
 
     def example_losses(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B,) per example: the mean negative log-likelihood of its answer's tokens."""
-        lp, m = target_logprobs(model, batch)
-        return -(lp * m).sum(-1) / m.sum(-1).clamp(min=1)
+        return completion_losses(model, batch)
 
     def predict(self, model, batch: dict[str, torch.Tensor], **kw) -> list[str]:
         tokenizer = kw.get("tokenizer") or self.tokenizer

@@ -48,6 +48,26 @@ DECODER.update({name: partial(GenTask, name, qa.SPECS[name], prompt) for name, p
 TASKS: dict[str, tuple[str, ...]] = {"encoder": tuple(ENCODER), "decoder": tuple(DECODER)}
 
 
+def builtin(name: str) -> bool:
+    key = name.lower().replace("_", "-")
+    return key in ENCODER or key in DECODER
+
+
+def known_task(name: str) -> bool:
+    """A built-in task, or own data: an existing path, a data file's name, or a hub id (owner/name)."""
+    from beft.tasks.files import is_data_path
+    return builtin(name) or is_data_path(name) or "/" in name
+
+
+def task_for(name: str, arch: str, data):
+    """The task a run trains: a built-in one by name, else own data (a file, folder or hub dataset id)
+    read and checked now with the data.* options (`data`: beft.config.DataConfig)."""
+    if builtin(name) or not known_task(name):
+        return get_task(name, arch, **({"train_objective": data.train_objective} if arch == "decoder" else {}))
+    from beft.tasks.custom import own_task
+    return own_task(name, arch, data)
+
+
 def get_task(name: str, arch: str = "encoder", **options):
     """A task object for `arch`; decoder options: train_objective ('ce' or 'lm')."""
     if arch not in ARCHS:
@@ -55,5 +75,6 @@ def get_task(name: str, arch: str = "encoder", **options):
     table = ENCODER if arch == "encoder" else DECODER
     key = name.lower().replace("_", "-")
     if key not in table:
-        raise ValueError(f"unknown {arch} task {name!r}; valid: {', '.join(table)}")
+        raise ValueError(f"unknown {arch} task {name!r}; valid: {', '.join(table)}; or own data: a path to a "
+                         ".csv/.tsv/.json/.jsonl/.parquet file or folder, or a hub dataset id (owner/name)")
     return table[key](**options)

@@ -121,8 +121,9 @@ def next_token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return lp[batch["pair_example"], batch["next_token"]]
 
 
-def target_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log p of each target token and the matching mask, both (P, T).
+def target_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(P, T, V) logits predicting each position from the first target on, the (P, T) tokens they
+    predict and the (P, T) target mask.
 
     Logits are only materialised from the first target position on when the model supports
     `logits_to_keep` (HF causal LMs do), which saves (P, L, V) memory on long prompts.
@@ -133,10 +134,36 @@ def target_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     keep = ids.shape[1] - first
     kw = {"logits_to_keep": keep} if _accepts(model, "logits_to_keep") else {}
     logits = model(input_ids=ids, attention_mask=batch["attention_mask"], **kw, **_forward_kw(model)).logits
-    logits = logits[:, -keep:-1]  # (P, T, V) predicts ids[:, first+1:]
-    targets = ids[:, first + 1:]  # (P, T)
+    return logits[:, -keep:-1], ids[:, first + 1:], tmask[:, first + 1:]  # logits predict ids[:, first+1:]
+
+
+def target_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log p of each target token and the matching mask, both (P, T)."""
+    logits, targets, tmask = target_logits(model, batch)
     lp = -F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
-    return lp.view(targets.shape), tmask[:, first + 1:].to(lp.dtype)
+    return lp.view(targets.shape), tmask.to(lp.dtype)
+
+
+def completion_batch(tokenizer, prompts: list[str], completions: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Right-padded prompt + completion rows; `target_mask` marks the completion tokens."""
+    pairs = [encode_pair(tokenizer, p, c, max_length) for p, c in zip(prompts, completions, strict=True)]
+    return {
+        "input_ids": pad_right([s for s, _ in pairs], pad_id(tokenizer)),  # (B, L)
+        "attention_mask": pad_right([[1] * len(s) for s, _ in pairs], 0),
+        "target_mask": pad_right([[0] * (len(s) - n) + [1] * n for s, n in pairs], 0),
+    }
+
+
+def completion_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B,) per row: the mean negative log-likelihood of its target tokens."""
+    lp, m = target_logprobs(model, batch)
+    return -(lp * m).sum(-1) / m.sum(-1).clamp(min=1)
+
+
+def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token-mean negative log-likelihood of all target tokens of the batch."""
+    lp, m = target_logprobs(model, batch)
+    return -(lp * m).sum() / m.sum().clamp(min=1)
 
 
 def mean_loglik(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from beft.tasks.base import ENV_VAR, Splits, data_root, missing_data
+from beft.tasks.base import ENV_VAR, Splits, TaskDataError, data_root, missing_data
 from beft.tasks.hub import HUB, load_hub, offline
 
 Reader = Callable[[Path, str], list[dict]]
@@ -112,6 +112,9 @@ def read_rows(spec: DataSpec, data_dir: str | None, label: str) -> Rows:
 def load_splits(spec: DataSpec, data_dir: str | None, seed: int, n_train: int | None,
                 n_eval: int | None, label: str) -> Splits:
     rows = read_rows(spec, data_dir, label)
+    for got, where in ((rows.eval, rows.eval_from), (rows.train, rows.train_from)):
+        if got is not None and not got:   # found before the model loads, not by the metrics after training
+            raise TaskDataError(f"{where}: no examples (an empty or header-only file?); restore its rows")
     rng = random.Random(seed)
     if rows.train is not None:
         train, evals = sample(rows.train, n_train, rng), sample(rows.eval, n_eval, rng)

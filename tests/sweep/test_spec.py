@@ -42,7 +42,8 @@ def spec(tmp_path, **changes):
     ({"launcher": {"kind": "python", "nproc": 2}}, "use torchrun or deepspeed"),
     ({"slurm": {"gpus": 1}}, "slurm: unknown key 'gpus'"),
     ({"slurm": {"time_min": 0}}, "slurm.time_min=0 must be an integer >= 1"),
-    ({"slurm": {"nodes": 2}}, "multi-node runs are not supported"),
+    ({"slurm": {"nodes": 2}}, "slurm.nodes=2 needs launcher kind torchrun or deepspeed"),
+    ({"slurm": {"nodes": 0}}, "slurm.nodes=0 must be an integer >= 1"),
     ({"slurm": {"mem_gb": "lots"}}, "slurm.mem_gb='lots' must be a number > 0"),
     ({"collect": {"metric": "worst"}}, "collect takes metric"),
 ])
@@ -71,6 +72,12 @@ def test_run_ids_stable_and_distinct(tmp_path):
     reordered = dict(GOOD, grid={"seed": [1, 0], "bias": ["v", "q"], "task": ["rte", "sst2"], "model": ["m"]})
     c = parse_spec(reordered, Path("t.yaml"), root=tmp_path)
     assert {r.run_id for r in c.runs} == {r.run_id for r in a.runs}
+    # a run made before beft had some key (here: one left at its default) keeps its id; a value
+    # that differs from the default enters the id
+    cfg = a.runs[0].config
+    older = dict(cfg, data={k: v for k, v in cfg["data"].items() if k != "eval_batch_size"})
+    assert run_id(older) == a.runs[0].run_id
+    assert run_id(dict(cfg, data=dict(cfg["data"], eval_batch_size=3))) != a.runs[0].run_id
     d = spec(tmp_path, config={"lr": 2e-3})
     assert not {r.run_id for r in d.runs} & {r.run_id for r in a.runs}
     # per-task override lands in that task's runs only

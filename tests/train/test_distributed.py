@@ -13,14 +13,6 @@ pytestmark = [pytest.mark.dist, pytest.mark.slow]
 LAUNCHERS = ["deepspeed:zero2", "deepspeed:zero3", "deepspeed:zero3_offload", "fsdp"]
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_dirs, need_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "run"
-    p = launch(base_args(tiny_dirs["bert"], out))
-    assert p.returncode == 0, p.stderr[-3000:]
-    return out
-
-
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_path):
     out = tmp_path / "run"
@@ -45,7 +37,7 @@ def test_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_path):
     assert r["trainable"]["bias"] == ref["trainable"]["bias"]
 
 
-@pytest.mark.parametrize("launcher", ["deepspeed:zero3", "fsdp"])
+@pytest.mark.parametrize("launcher", ["deepspeed:zero3", "fsdp", "ddp"])
 def test_two_rank_kill_and_resume(launcher, tiny_dirs, need_data, tmp_path):
     args = lambda out: base_args(tiny_dirs["bert_dropout"], out, **{"checkpoint.every_steps": 3, "resume": "true"})
     assert launch(args(tmp_path / "a"), launcher=launcher).returncode == 0

@@ -40,19 +40,24 @@ def base_args(model, out, **kw):
     return [f"{k}={v}" for k, v in args.items()]
 
 
-def launch(args, launcher="python", env=None, timeout=900):
-    """Run launch/train.py the way a user would; returns CompletedProcess, with .port the rendezvous
-    port of a 2-rank launcher (a free one: runs started together must not share the default 29500)."""
-    script = str(ROOT / "launch" / "train.py")
+def launch(args, launcher="python", env=None, timeout=900, script=None):
+    """Run launch/train.py (or `script`, which parses the same arguments) the way a user would;
+    returns CompletedProcess, with .port the rendezvous port of a 2-rank launcher (a free one: runs
+    started together must not share the default 29500)."""
+    script = str(script or ROOT / "launch" / "train.py")
     port = None if launcher == "python" else _port()
     if launcher == "python":
         cmd = [sys.executable, script]
     elif launcher.startswith("deepspeed"):
         cmd = [str(VENV_BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(port), script,
                "--config", str(ROOT / "ds_configs" / f"{launcher.split(':')[1]}.json")]
-    elif launcher == "fsdp":
+    elif launcher in ("fsdp", "ddp"):   # torchrun: --fsdp, or nothing asked (plain DDP)
         cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port), script,
-               "--fsdp"]
+               *(["--fsdp"] if launcher == "fsdp" else [])]
+    elif launcher.startswith("accelerate:"):   # a shipped accelerate config (2 processes)
+        cmd = [str(VENV_BIN / "accelerate"), "launch", "--config_file",
+               str(ROOT / "configs" / "accelerate" / f"{launcher.split(':')[1]}.yaml"),
+               "--main_process_port", str(port), script]
     else:
         raise ValueError(launcher)
     e = {**os.environ, "BEFT_DATA_DIR": str(DATA_DIR), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -60,6 +65,15 @@ def launch(args, launcher="python", env=None, timeout=900):
     p = subprocess.run(cmd + args, capture_output=True, text=True, timeout=timeout, env=e, cwd=str(ROOT))
     p.port = port
     return p
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_dirs, need_data, tmp_path_factory):
+    """The 1-process run of base_args on tiny BERT that the 2-rank runs must match."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    p = launch(base_args(tiny_dirs["bert"], out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return out
 
 
 def shm_buffers(port=None) -> set:

@@ -1,0 +1,1 @@
+"""beft inside other training loops (transformers' Trainer)."""
