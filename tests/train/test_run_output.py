@@ -47,7 +47,7 @@ def test_epochs_bars_and_final_line(tiny_dirs, need_data, tmp_path, capfd):
     assert o.out.splitlines()[-1] == (
         f"done: {m}={r['final'][m]:.4f} (best {r['best'][m]:.4f} at epoch {r['best_epoch']}), "
         f"{r['trainable']['trainable']:,} trained parameters -> {out}; next: {out}/result.json; "
-        f"{out}/metrics.jsonl; beft export {out} peft={out}_peft")
+        f"{out}/metrics.jsonl; beft export {out} peft={out}_peft" + "".join(f" | warning: {w}" for w in r["warnings"]))
 
 
 def test_log_level_debug_shows_what_info_hides(tiny_dirs):
