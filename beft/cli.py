@@ -86,6 +86,18 @@ def machine_output(enabled: bool = True) -> Iterator[Callable[[Any], None]]:
         saved.flush()
 
 
+def json_command(doc: str, body: Callable[[list[str], Callable[[Any], None]], int]) -> Callable[[list[str]], int]:
+    """main(argv) of a command with json=true output: -h prints doc (no argument: doc, exit 2), and
+    with json=true stdout is the document alone (machine_output) while body(argv, emit) runs."""
+    def main(argv: list[str]) -> int:
+        if not argv or argv[0] in ("-h", "--help"):
+            print(doc)
+            return 0 if argv else 2
+        with machine_output(wants_json(argv)) as emit:
+            return body(argv, emit)
+    return main
+
+
 def run(main: Callable[[list[str]], int], argv: list[str]) -> None:
     """Call main; user errors become one line on stderr and a non-zero exit, no traceback
     (set BEFT_DEBUG=1 for the traceback)."""

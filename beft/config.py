@@ -131,6 +131,8 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False          # replace a finished result in output_dir
     log_every: int = 10
+    report_to: str = "none"          # none | tensorboard | wandb | tensorboard,wandb (rank 0; metrics.jsonl always)
+    log_level: str = "info"          # info | debug (debug: third-party load reports and warnings too)
     eval_every: int = 1              # evaluate every N epochs (0: only after the last); the last always
     threads: int = 0                 # torch CPU threads per rank (0: torch's default)
     activation_checkpointing: bool = False   # first-order path: recompute activations in backward
@@ -150,7 +152,7 @@ class TrainConfig:
                    "quant": ("none", "8bit", "4bit"), "backend": ("local", "ddp", "deepspeed", "fsdp"),
                    "optim.schedule": ("linear", "constant"), "optim.kind": ("adamw", "zo"),
                    "zo.update": ("sgd", "adam"), "zo.perturb": ("batch", "example"), "zo.difference": ("central", "forward"), "zo.head": ("first_order", "freeze"), "data.train_objective": ("ce", "lm"),
-                   "rank.measure": ("projection", "magnitude", "fisher"),
+                   "rank.measure": ("projection", "magnitude", "fisher"), "log_level": ("info", "debug"),
                    "data.label_type": ("auto", "classification", "regression")}
         for key, allowed in choices.items():
             value = _get(self, key)
@@ -217,6 +219,14 @@ class TrainConfig:
                               "the DeepSpeed backend applies here; use precision=bf16 or fp32, or DeepSpeed")
         if self.backend == "deepspeed" and not self.deepspeed_config:
             raise ConfigError("backend=deepspeed needs --config ds_configs/<zero2|zero3|zero3_offload>.json")
+        if self.backend != "deepspeed" and self.deepspeed_config:
+            raise ConfigError(f"deepspeed_config={self.deepspeed_config} contradicts backend={self.backend}: "
+                              "drop one of them (--config FILE selects DeepSpeed, --fsdp FSDP2)")
+        from .tracking import parse_report_to
+        try:
+            self.report_to = ",".join(parse_report_to(self.report_to)) or "none"
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.reparam.shape != "auto" and not _is_shape(self.reparam.shape):
             raise ConfigError(f"reparam.shape={self.reparam.shape!r} must be auto or R1xR2, e.g. 16x24")
         if self.bias == "auto":
@@ -224,8 +234,8 @@ class TrainConfig:
                 raise ConfigError("bias=auto needs rank_from=DIR (a ranking run made by launch/rank.py)")
             return self
         from .bias.inject import parse_targets
-        try:
-            parse_targets(self.bias)
+        try:   # recorded in its one spelling ('vv', 'V', 'v,q' -> 'v', 'v', 'qv'): one sweep run id each
+            self.bias = "".join(parse_targets(self.bias))
         except ValueError as e:
             raise ConfigError(f"bias={self.bias!r}: {e}") from None
         return self

@@ -19,7 +19,7 @@ from .outputs import RunDir
 # max_steps / epochs: lengthen (or shorten down to the checkpoint's step) the run; the linear
 # schedule then decays over the new total from the checkpoint on
 MAY_CHANGE = ("max_steps", "epochs", "log_every", "eval_every", "checkpoint.every_steps", "data.eval_batch_size",
-              "threads", "resume", "overwrite", "output_dir", "data_dir")
+              "threads", "resume", "overwrite", "output_dir", "data_dir", "report_to", "log_level")
 
 
 class ResumeError(ValueError):

@@ -21,7 +21,7 @@ from torch import nn
 from . import __version__
 from .backends import dist
 from .bias.adapter import save_adapter
-from . import faults, health, methods, resume, stop
+from . import faults, health, methods, quiet, resume, stop, tracking
 from .config import TrainConfig, dump_config
 from .memory import PeakMemory, tune_allocator
 from .models import is_encoder, load_config as load_model_config
@@ -36,6 +36,26 @@ class TrainingError(ValueError):   # a one-line error for the user (beft.cli), e
 # Fault injection for tests: BEFT_TERM_AFTER_STEP=N sends SIGTERM to the last rank only (the others
 # must follow); kills: beft/faults.py.
 _TERM_AFTER_STEP = int(os.environ.get("BEFT_TERM_AFTER_STEP", "0"))
+
+
+def done_line(result: dict, folder: Path, report_to: str, adapter: bool, warnings: list[str] = ()) -> str:
+    """The run's last line: the main metric (final and best), the output folder, where to look next,
+    then any warning (e.g. the loss diverged)."""
+    m = result["main_metric"]
+    final, best = (result["final"] or {}).get(m, float("nan")), (result["best"] or {}).get(m, float("nan"))
+    nxt = [f"{folder}/result.json", f"{folder}/metrics.jsonl"]
+    if "tensorboard" in report_to:
+        nxt.append(f"tensorboard --logdir {folder}/tensorboard")
+    if adapter:
+        nxt.append(f"beft export {folder} peft={folder}_peft")
+    return (f"done: {m}={final:.4f} (best {best:.4f} at epoch {result['best_epoch']}), "
+            f"{result['trainable']['trainable']:,} trained parameters -> {folder}; next: {'; '.join(nxt)}"
+            + "".join(f" | warning: {w}" for w in warnings))
+
+
+def progress(total: int, desc: str, **kw):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, mininterval=1.0, **kw)
 
 
 def make_backend(cfg: TrainConfig):
@@ -75,6 +95,8 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        quiet.apply(cfg.log_level)
+        tracking.check(cfg.report_to)   # a missing tracker package: before anything loads
         self.backend = make_backend(cfg)
         self.backend.init()
         self.rank0 = dist.rank() == 0
@@ -177,6 +199,8 @@ class Trainer:
             self.run_dir.truncate_metrics(0, lines=0)
         if self.rank0:
             atomic_write_text(self.run_dir.config, dump_config(cfg))
+            self.trackers = tracking.Trackers(cfg.report_to, self.run_dir.path, cfg.to_dict(),
+                                              resume_step=self.state["step"] if cfg.resume else None)
             c = self.counts
             print(f"beft {__version__}: {cfg.model} ({self.arch}) task={cfg.task} method={cfg.method} "
                   f"bias={cfg.bias} backend={self.backend.name} world={dist.world_size()} | trainable "
@@ -345,7 +369,7 @@ class Trainer:
         report["seconds"] = time.perf_counter() - t
         self.state["probe"] = report
         if self.rank0:
-            self.run_dir.log({"step": 0, "probe": report})
+            self.log({"step": 0, "probe": report})
             print(f"probe: head fitted on {report['examples']} examples' features in {report['seconds']:.1f}s "
                   f"(loss {report['loss_before']:.4f} -> {report['loss_after']:.4f})", flush=True)
 
@@ -373,9 +397,7 @@ class Trainer:
         params = list(self.params.values())
         bar = None
         if self.rank0:
-            from tqdm import tqdm
-            self.bar = bar = tqdm(total=self.total_steps, initial=st["step"], desc="train", dynamic_ncols=True,
-                       mininterval=1.0)
+            self.bar = bar = progress(self.total_steps, "train", initial=st["step"])
         if self.zo is not None and cfg.zo.probe and st["step"] == 0:
             self.probe_head()
         t_log, n_log, tok_log = time.perf_counter(), 0, 0
@@ -419,11 +441,11 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
                 if st["step"] % cfg.log_every == 0 or st["step"] == self.total_steps:
                     dt = time.perf_counter() - t_log
-                    rec = {"step": st["step"], "epoch": epoch, "loss": loss_value,
+                    rec = {"step": st["step"], "epoch": epoch + 1, "loss": loss_value,
                            "lr": cfg.lr * self.lr_fn(st["step"] - 1), "grad_norm": grad_norm,
                            "examples_per_s": n_log / dt, "tokens_per_s": dist.mean(tok_log) * dist.world_size() / dt}
                     if self.rank0:
-                        self.run_dir.log(rec)
+                        self.log(rec)
                         bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
                     t_log, n_log, tok_log = time.perf_counter(), 0, 0
                 faults.point("step", st["step"])   # fault injection for the kill + resume tests
@@ -440,11 +462,13 @@ class Trainer:
             if st["batch_in_epoch"] >= self.steps_per_epoch or st["step"] >= self.total_steps:
                 last = st["step"] >= self.total_steps
                 if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-                    self.evaluate_epoch(epoch)
+                    self.evaluate_epoch(epoch + 1)
                 if st["batch_in_epoch"] >= self.steps_per_epoch:
                     st["epoch"], st["batch_in_epoch"] = epoch + 1, 0
                 st["train_seconds"] = time.perf_counter() - t_start
                 self.save_checkpoint()
+                if bar is not None and not last:   # the training bar's rate leaves out evaluation and checkpoints
+                    bar.unpause()
         if bar is not None:
             bar.close()
 
@@ -458,6 +482,7 @@ class Trainer:
         model.eval()
         preds = []
         bs = self.cfg.data.eval_batch_size
+        bar = progress(len(self.splits.eval), "eval", leave=False) if self.rank0 else None
         with torch.no_grad(), self.backend.autocast():
             for i in range(0, len(self.splits.eval), bs):
                 ex = self.splits.eval[i:i + bs]
@@ -465,11 +490,17 @@ class Trainer:
                 # ranks that shard the parameters run every forward together, however long each generates
                 kw = {"synced_gpus": True} if self.task.generates and self.sharded else {}
                 preds.extend(self.task.predict(model, batch, **kw))
+                if bar is not None:
+                    bar.update(len(ex))
+        if bar is not None:
+            bar.close()
         model.train()
         self.backend.release()
         return {k: float(v) for k, v in self.task.metrics(preds, self.splits.eval).items()}
 
     def evaluate_epoch(self, epoch: int) -> None:
+        """epoch: numbered from 1 (the epoch the last step belongs to), as in checkpoints' meta.json;
+        0 for a method that only evaluates."""
         st = self.state
         metrics = self.evaluate()
         main = metrics[self.task.main_metric]
@@ -480,10 +511,14 @@ class Trainer:
             if self.rank0 and self.selection is not None:
                 self._save_adapter(self.run_dir.path / "adapter_best", self.best_state)
         if self.rank0:
-            self.run_dir.log({"step": st["step"], "epoch": epoch, "eval": metrics})
+            self.log({"step": st["step"], "epoch": epoch, "eval": metrics})
             print(f"epoch {epoch} step {st['step']}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
                   flush=True)
         faults.point("eval", st["step"])
+
+    def log(self, record: dict) -> None:   # rank 0: metrics.jsonl and the trackers (report_to)
+        self.run_dir.log(record)
+        self.trackers.log(record)
 
     def save_checkpoint(self) -> None:
         """Trainable parameters, optimizer, scheduler, RNG and data position; never the frozen base."""
@@ -501,7 +536,8 @@ class Trainer:
         dist.barrier()
         if self.rank0:   # the config that trained it (beft/resume.py) and the log lines it has seen
             atomic_write_text(tmp / "config.yaml", dump_config(self.cfg))
-            atomic_write_json(tmp / "meta.json", {"step": self.state["step"], "epoch": self.state["epoch"],
+            st = self.state   # epoch: the one its last step belongs to, numbered from 1 (as in result.json)
+            atomic_write_json(tmp / "meta.json", {"step": st["step"], "epoch": st["epoch"] + (st["batch_in_epoch"] > 0),
                                                   "metrics_lines": self.run_dir.metrics_lines()})
             faults.point("checkpoint", self.state["step"])
             self.run_dir.commit_checkpoint(tmp)
@@ -538,12 +574,8 @@ class Trainer:
                       **({"probe": st["probe"]} if st.get("probe") else {}),
                       "resumes": st.get("resumes", []), "warnings": warnings}
             atomic_write_json(self.run_dir.result, result)   # last: its presence means finished
-            c = self.counts
-            f, b = result["final"] or {}, st["best"] or {}
-            print(f"done: {self.task.main_metric}={f.get(self.task.main_metric, float('nan')):.4f} "
-                  f"(best {b.get(self.task.main_metric, float('nan')):.4f} at epoch {st['best_epoch']}) trainable "
-                  f"{c['trainable']:,} (bias {c['bias']:,}, head {c['head']:,}) -> {self.run_dir.path}"
-                  + "".join(f" | warning: {w}" for w in warnings), flush=True)
+            self.trackers.close()
+            print(done_line(result, self.run_dir.path, cfg.report_to, self.selection is not None, warnings), flush=True)
         dist.barrier()
         self.backend.cleanup()
         return result

@@ -36,4 +36,4 @@ def test_unknown_model_and_missing_model_argument():
     err = cli("beft-no-such-model", "bias=v")
     assert "model='beft-no-such-model' is neither a built-in short name (minilm, smollm2)" in err
     assert "huggingface.co" not in err
-    assert "first argument is the model" in cli("bias=v")
+    assert "the model as the first argument" in cli("bias=v")

@@ -1,6 +1,9 @@
-"""python slurm/sweep.py submit SPEC --executor slurm|local|debug [--dry-run] [--root DIR]
-                       status SPEC [--root DIR]
-                       collect SPEC [--out DIR] [--root DIR] [--no-figures]"""
+"""beft sweep submit SPEC executor=slurm|local|debug [dry_run=true] [root=DIR]
+           status SPEC [root=DIR]
+           collect SPEC [out=DIR] [root=DIR] [figures=false]
+
+key=value as in every beft command; the flag spellings (--executor slurm, --root DIR, --out DIR,
+--dry-run, --no-figures) work too. python slurm/sweep.py ... is the same command."""
 from __future__ import annotations
 
 import argparse
@@ -28,9 +31,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# key=value option -> its flag: a value flag takes the value, a switch is on for true
+VALUE_FLAGS = {"executor": "--executor", "root": "--root", "out": "--out", "spec": None}
+SWITCHES = {"dry_run": ("--dry-run", True), "figures": ("--no-figures", False)}
+
+
+def flags(argv: list[str]) -> list[str]:
+    """key=value arguments as the parser's flags (spec=FILE: the positional spec)."""
+    from beft.config import ConfigError, _coerce
+    out = []
+    for a in argv:
+        key, eq, value = a.partition("=")
+        if not eq or a.startswith("-"):
+            out.append(a)
+        elif key in VALUE_FLAGS:
+            out += [VALUE_FLAGS[key], value] if VALUE_FLAGS[key] else [value]
+        elif key in SWITCHES:
+            flag, when = SWITCHES[key]
+            try:
+                out += [flag] if _coerce(value, bool, key) == when else []
+            except ConfigError as e:
+                raise UsageError(str(e)) from None
+        else:
+            raise UsageError(f"unknown option {key!r}; options: {', '.join([*VALUE_FLAGS, *SWITCHES])} (or their "
+                             "--flag spellings)")
+    return out
+
+
 def main(argv: list[str]) -> int:
     from beft.sweep.spec import load_spec
-    args = parser().parse_args(argv)
+    args = parser().parse_args(argv[:1] + flags(argv[1:]))
     spec = load_spec(args.spec, root=args.root)
     if args.command == "submit":
         from beft.sweep.submit import submit

@@ -20,7 +20,7 @@ def test_outputs_and_refusal_to_overwrite(tiny_dirs, need_data, tmp_path):
     assert r["trainable"]["bias"] == 2 * 64 and r["trainable"]["head"] == 64 * 2 + 2
     assert r["steps"] == 16 and 0 <= r["final"]["accuracy"] <= 1 and r["best"] is not None
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [x["epoch"] for x in lines if "eval" in x] == [0, 1]
+    assert [x["epoch"] for x in lines if "eval" in x] == [1, 2]   # numbered from 1, as in meta.json
     a = adapter(out)
     assert set(a) == {f"bert.encoder.layer.{i}.attention.self.value.bias" for i in range(2)} | \
         {"classifier.weight", "classifier.bias"}
@@ -123,7 +123,7 @@ def test_eval_every(tiny_dirs, need_data, tmp_path):
     def evals(out):
         recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         return [r["epoch"] for r in recs if "eval" in r]
-    for every, want in (("0", [2]), ("2", [1, 2])):
+    for every, want in (("0", [3]), ("2", [2, 3])):
         out = tmp_path / f"e{every}"
         p = launch(base_args(tiny_dirs["bert"], out, epochs=3, eval_every=every, **{"data.n_train": 16}))
         assert p.returncode == 0, p.stderr[-2000:]
