@@ -1,6 +1,7 @@
 """Resolve and load models: hub ids, local folders, GGUF files, and the offline short names."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -84,6 +85,23 @@ def _dequantize_gguf(path: Path) -> Path:
 
 class ModelNotFound(ValueError):
     pass
+
+
+def base_identity(name: str) -> dict:
+    """What an adapter records about its base: the model as the user named it (short name, hub
+    id, a local folder as given: it travels to another machine), where it was found here, and the
+    sha256 of its config.json (None where there is none), which tells a different model under the
+    same name apart."""
+    path = resolve(name)
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        try:
+            from transformers.utils import cached_file
+            config = Path(cached_file(path, "config.json"))
+        except (OSError, ValueError):
+            config = None
+    digest = hashlib.sha256(config.read_bytes()).hexdigest() if config is not None else None
+    return {"base_model": name, "base_model_path": path, "base_config_sha256": digest}
 
 
 def load_config(name: str, builtin=()):

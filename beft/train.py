@@ -24,7 +24,7 @@ from .bias.adapter import save_adapter
 from . import faults, health, methods, quiet, resume, stop, tracking
 from .config import TrainConfig, dump_config
 from .memory import PeakMemory, tune_allocator
-from .models import is_encoder, load_config as load_model_config
+from .models import base_identity, is_encoder, load_config as load_model_config
 from .outputs import RunDir, atomic_write_json, atomic_write_text
 from .tasks import label_maps, task_for
 
@@ -548,7 +548,7 @@ class Trainer:
             state = self.method.adapter_state(state)
         save_adapter(directory, self.selection, self.model, state=state,
                      extra_meta={"task": self.cfg.task, "seed": self.cfg.seed, "method": self.cfg.method,
-                                 **label_maps(self.task.labels)})
+                                 **base_identity(self.cfg.model), **label_maps(self.task.labels)})
 
     # ------------------------------------------------------------------------------ cleanup
     def cleanup(self) -> dict | None:
