@@ -159,8 +159,11 @@ class TrainConfig:
             if value not in allowed:
                 raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
         if self.lr is None:
-            from .defaults import default_lr
-            self.lr = default_lr(self.method, self.optim.kind)
+            from .defaults import BY_ARCH, default_lr, model_arch
+            arch = self.arch
+            if arch == "auto" and self.method in BY_ARCH and self.optim.kind != "zo":
+                arch = model_arch(self.model)
+            self.lr = default_lr(self.method, self.optim.kind, arch)
         positive = {"reparam.rank": self.reparam.rank, "peft.lora_r": self.peft.lora_r,
                     "peft.prefix_tokens": self.peft.prefix_tokens, "lr": self.lr, "batch_size": self.batch_size, "optim.grad_accum": self.optim.grad_accum,
                     "data.max_length": self.data.max_length, "data.eval_batch_size": self.data.eval_batch_size}

@@ -64,3 +64,17 @@ def test_real_model_minilm_sst2_bias_v_defaults_learn(tmp_path):
                                  f"output_dir={tmp_path / 'run'}"])
     result = Trainer(cfg).run()
     assert result["final"]["accuracy"] >= 0.70, result["final"]
+
+
+def test_bias_default_follows_the_architecture(tmp_path):
+    """Decoders (prompt log-likelihoods, added zero biases) train bias targets at DECODER_BIAS:
+    SmolLM2 b_v fell below the majority class at the encoder's 3e-2 (docs/defaults.md)."""
+    from tiny import save_tiny
+    llama, bert = save_tiny("llama", tmp_path / "llama"), save_tiny("bert", tmp_path / "bert")
+    for method in ("bias", "lora"):
+        assert load_config(overrides=[f"model={llama}", f"method={method}"]).lr == defaults.DECODER_BIAS
+        assert load_config(overrides=[f"model={bert}", f"method={method}"]).lr == defaults.BY_METHOD[method]
+        assert load_config(overrides=[f"model={bert}", "arch=decoder", f"method={method}"]).lr == defaults.DECODER_BIAS
+    assert load_config(overrides=["model=not/here", "method=bias"]).lr == defaults.DECODER_BIAS   # unknown: safe side
+    assert load_config(overrides=[f"model={llama}", "method=full"]).lr == defaults.FULL
+    assert defaults.DECODER_BIAS < defaults.BIAS
