@@ -3,21 +3,16 @@ rank generate a different number of tokens (rank r: 2 + 10 r, no newline stop), 
 what each rank generated. A rank left waiting in a collective exits after TIMEOUT seconds with
 its stack (faulthandler), so a hang is a non-zero exit, not a stuck test."""
 import faulthandler
-import importlib.util
 import sys
-from pathlib import Path
 
 import beft.tasks.generation as generation
 from beft.backends import dist
+from beft.commands.train import parse
 from beft.train import Trainer
 
 TIMEOUT = 120
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("launch_train", ROOT / "launch" / "train.py")
-launch_train = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(launch_train)
 
-trainer = Trainer(launch_train.parse(sys.argv[1:]))
+trainer = Trainer(parse(sys.argv[1:]))
 trainer.setup()
 generated = []
 plain = generation.generate_answers
