@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from paths import DATA_DIR, ROOT
+from ports import free_port
 from tiny import save_tiny
 
 VENV_BIN = Path(sys.executable).parent
@@ -39,10 +39,6 @@ def commands(text: str) -> list[list[str]]:
     return out
 
 
-def _port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def rewrite(words: list[str], tiny_model: str) -> list[str]:
@@ -53,7 +49,7 @@ def rewrite(words: list[str], tiny_model: str) -> list[str]:
     elif head == "beft":
         cmd = [sys.executable, "-m", "beft", *rest]
     elif head in ("deepspeed", "torchrun"):
-        cmd = [str(VENV_BIN / head), "--master_port", _port(), *rest]
+        cmd = [str(VENV_BIN / head), "--master_port", str(free_port()), *rest]
     else:
         raise AssertionError(f"a runnable block starts with {head!r}: teach this test how to run it")
     trains = any(w.endswith("launch/train.py") for w in cmd) or cmd[1:4] == ["-m", "beft", "train"]

@@ -12,6 +12,7 @@ from beft.bias import apply_bias
 from beft.bias.adapter import load_adapter, read_adapter
 from beft.integrations.hf_trainer import BiasCallback
 from paths import DATA_DIR, ROOT
+from ports import free_port
 from tiny import save_tiny, tiny_inputs, tiny_model
 from tolerance import assert_agree
 
@@ -41,7 +42,6 @@ def _train(tmp_path, callback: bool):
 
 def test_fused_slices_stay_frozen_and_the_adapter_reloads(tmp_path):
     model, sel, before = _train(tmp_path / "with", callback=True)
-
     for s in sel.sites:
         b, b0 = s.module.bias.detach(), before[s.param_name]
         keep = torch.ones_like(b, dtype=torch.bool)
@@ -82,10 +82,7 @@ def test_two_ddp_ranks_train_what_one_process_trains(tmp_path):
     common = [script, "--model", str(model), "--data", str(DATA_DIR / "glue" / "SST-2"), "--n_train", "8",
               "--batch_size", "8", "--max_steps", "3", "--lr", "1e-2", "--max_length", "32"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     runs = {"one": [sys.executable], "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
                                              "2", "--master_port", str(port)]}
     for name, prefix in runs.items():

@@ -15,6 +15,7 @@ import yaml
 from beft.sweep import worker
 from beft.sweep.spec import SpecError, load_spec
 from paths import DATA_DIR, ROOT
+from ports import free_port
 from sweep_helpers import jobs, sweep, tiny_spec, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
@@ -93,11 +94,6 @@ def _config(tmp_path, model, name, backend):
     return out
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _node_processes(run_dir, kind, port):
@@ -105,10 +101,12 @@ def _node_processes(run_dir, kind, port):
     env = {**os.environ, "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "127.0.0.1", "SLURM_JOB_ID": "7",
            "MASTER_PORT": str(port), "BEFT_DATA_DIR": str(DATA_DIR), "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
-    code = ("import sys, json; from beft.sweep import worker; "
-            f"print(json.dumps(worker.run(sys.argv[1], {{'kind': {kind!r}, 'nproc': 1}})))")
-    return [subprocess.Popen([sys.executable, "-c", code, str(run_dir)], env={**env, "SLURM_NODEID": str(r)},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+    # each node writes what worker.run returned to a file (stdout also carries the ranks' output)
+    code = ("import sys, json, pathlib; from beft.sweep import worker; pathlib.Path(sys.argv[2]).write_text("
+            f"json.dumps(worker.run(sys.argv[1], {{'kind': {kind!r}, 'nproc': 1}})))")
+    return [subprocess.Popen([sys.executable, "-c", code, str(run_dir), str(run_dir.parent / f"node{r}.json")],
+                             env={**env, "SLURM_NODEID": str(r)}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
             for r in (0, 1)]
 
 
@@ -118,11 +116,11 @@ def _node_processes(run_dir, kind, port):
 def test_two_nodes_train_what_one_process_trains(kind, backend, reference, tiny_dirs, tmp_path):
     """2 nodes x 1 rank (the same comparison tests/train/test_distributed.py makes for 1 node x 2)."""
     run_dir = _config(tmp_path, tiny_dirs["bert"], "two_nodes", backend)
-    procs = _node_processes(run_dir, kind, _free_port())
-    outs = [pr.communicate(timeout=900) for pr in procs]
-    for pr, (out, err) in zip(procs, outs):
+    procs = _node_processes(run_dir, kind, free_port())
+    errs = [pr.communicate(timeout=900)[1] for pr in procs]
+    for pr, err in zip(procs, errs):
         assert pr.returncode == 0, err[-3000:]
-    assert json.loads(outs[1][0].strip().splitlines()[-1]) == {"node": 1, "output_dir": str(run_dir)}
+    assert json.loads((tmp_path / "node1.json").read_text()) == {"node": 1, "output_dir": str(run_dir)}
     res = result(run_dir)
     assert res["world_size"] == 2 and res["backend"] == backend
     attempts = (run_dir / "attempts.jsonl").read_text().splitlines()

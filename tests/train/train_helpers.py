@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from paths import DATA_DIR, ROOT
+from ports import free_port
 from tiny import save_tiny
 from tolerance import assert_agree, max_diff  # noqa: F401  (re-exported for the tests)
 
@@ -45,7 +46,7 @@ def launch(args, launcher="python", env=None, timeout=900, script=None):
     returns CompletedProcess, with .port the rendezvous port of a 2-rank launcher (a free one: runs
     started together must not share the default 29500)."""
     script = str(script or ROOT / "launch" / "train.py")
-    port = None if launcher == "python" else _port()
+    port = None if launcher == "python" else free_port()
     if launcher == "python":
         cmd = [sys.executable, script]
     elif launcher.startswith("deepspeed"):
@@ -83,11 +84,6 @@ def shm_buffers(port=None) -> set:
     return {n for n in names if port is None or n.rsplit("_", 2)[-2] == str(port)}
 
 
-def _port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def result(out) -> dict:
