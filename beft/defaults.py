@@ -50,9 +50,9 @@ def model_arch(name: str) -> str | None:
     the network)."""
     from transformers import AutoConfig
 
-    from .models import is_encoder, resolve
+    from .models import resolve, resolve_arch
     try:
         config = AutoConfig.from_pretrained(resolve(name), local_files_only=True)
     except (OSError, ValueError):
         return None
-    return "encoder" if is_encoder(config) else "decoder"
+    return resolve_arch("auto", config)

@@ -124,6 +124,11 @@ def is_encoder(config) -> bool:
         "bert", "roberta", "mpnet", "deberta", "deberta-v2", "electra", "xlm-roberta", "distilbert")
 
 
+def resolve_arch(arch: str, config) -> str:
+    """A run's architecture: `arch` unless it is auto, else read from the model's config."""
+    return arch if arch != "auto" else ("encoder" if is_encoder(config) else "decoder")
+
+
 def load_model(name: str, arch: str, *, num_labels: int | None = None, dtype: torch.dtype = torch.float32,
                quantization_config=None, config_overrides: dict | None = None):
     """Load (model, tokenizer, head) where head lists the module prefixes that were newly created

@@ -166,7 +166,7 @@ def rank_run(run_dir: str | Path, out_dir: str | Path | None = None, cfg=None, v
     from .bias import apply_bias, detect_family
     from .bias.adapter import read_adapter
     from .config import load_config
-    from .models import is_encoder, load_config as load_model_config, load_model
+    from .models import load_config as load_model_config, load_model, resolve_arch
     from .tasks import task_for
 
     run_dir = Path(run_dir)
@@ -176,7 +176,7 @@ def rank_run(run_dir: str | Path, out_dir: str | Path | None = None, cfg=None, v
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    arch = cfg.arch if cfg.arch != "auto" else ("encoder" if is_encoder(load_model_config(cfg.model)) else "decoder")
+    arch = resolve_arch(cfg.arch, load_model_config(cfg.model))
     task = task_for(cfg.task, arch, cfg.data)
     splits = task.load(cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval)
     model, tokenizer, head = load_model(cfg.model, arch, num_labels=getattr(task, "num_labels", None))

@@ -24,7 +24,7 @@ from .bias.adapter import save_adapter
 from . import faults, health, methods, quiet, resume, stop, tracking
 from .config import TrainConfig, dump_config
 from .memory import PeakMemory, tune_allocator
-from .models import base_identity, is_encoder, load_config as load_model_config
+from .models import base_identity, is_encoder, load_config as load_model_config, resolve_arch
 from .outputs import RunDir, atomic_write_json, atomic_write_text
 from .tasks import label_maps, task_for
 
@@ -114,7 +114,7 @@ class Trainer:
         if cfg.resume:   # refuse a changed config before loading anything (beft/resume.py)
             self.resume_changes = resume.check(self.run_dir, cfg)
         model_cfg = load_model_config(cfg.model)
-        self.arch = cfg.arch if cfg.arch != "auto" else ("encoder" if is_encoder(model_cfg) else "decoder")
+        self.arch = resolve_arch(cfg.arch, model_cfg)
         if self.arch == "decoder" and is_encoder(model_cfg):
             raise TrainingError(f"arch=decoder: {cfg.model} is an encoder ({model_cfg.model_type}) with no causal LM "
                                 "head to score with; drop arch (auto) or use a decoder model")

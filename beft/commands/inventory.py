@@ -19,7 +19,7 @@ from .flags import parse_flags
 
 def _main(argv: list[str], emit) -> int:
     from ..bias.inventory import format_report, inventory, structure_model
-    from ..models import is_encoder
+    from ..models import resolve_arch
     args = parse_flags(argv)
     if args.fixed:
         raise UsageError(f"{next(iter(args.flags.values()))} does not apply to the inventory (it reads the model's "
@@ -41,7 +41,7 @@ def _main(argv: list[str], emit) -> int:
         raise UsageError(f"num_labels={num_labels} must be >= 1 (classes of the encoder's task head)")
     as_json = _coerce(opts.get("json", False), bool, "json")
     config = model_config(name)
-    arch = cfg.arch if cfg.arch != "auto" else ("encoder" if is_encoder(config) else "decoder")
+    arch = resolve_arch(cfg.arch, config)
     if arch == "encoder":
         config.num_labels = num_labels
     model = structure_model(config, arch)
