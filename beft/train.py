@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -548,7 +549,12 @@ class Trainer:
             state = self.method.adapter_state(state)
         save_adapter(directory, self.selection, self.model, state=state,
                      extra_meta={"task": self.cfg.task, "seed": self.cfg.seed, "method": self.cfg.method,
-                                 **base_identity(self.cfg.model), **label_maps(self.task.labels)})
+                                 **self.base_meta, **label_maps(self.task.labels)})
+
+    @functools.cached_property
+    def base_meta(self) -> dict:
+        """The base as the user named it, where it was found, its config.json's hash (read once)."""
+        return base_identity(self.cfg.model)
 
     # ------------------------------------------------------------------------------ cleanup
     def cleanup(self) -> dict | None:
