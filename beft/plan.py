@@ -180,13 +180,13 @@ class Method:
             if bad or not bias:
                 raise ValueError(f"bias target {bias!r}: use letters of qkvo or 'all'")
             return cls("bias", "".join(t for t in "qkvo" if t in bias))
-        if m == "lora":
+        if m in ("lora", "peft_lora"):   # LoRA on the weights (training's method=peft_lora)
             if int(r) < 1:
                 raise ValueError(f"r={r} must be >= 1 (the LoRA rank)")
             return cls("lora", "".join(t for t in "qkvo" if t in targets), int(r))
         if m == "full":
             return cls("full", "")
-        raise ValueError(f"method={method!r} is not one of full, bias (bias=q|k|v|o|qv...|all), bitfit, lora")
+        raise ValueError(f"method={method!r} is not one of full, bias (bias=q|k|v|o|qv...|all), bitfit, peft_lora")
 
 
 def added_params(a: Arch, m: Method) -> int:

@@ -29,7 +29,7 @@ def _plan(capsys, *argv):
     (["model=llama2-7b", "--fsdp", "gpus=2", "batch_size=4", "optim.kind=zo", "zo.update=adam"],
      ["model=llama2-7b", "fsdp=true", "gpus=2", "batch=2", "optim=zo", "zo_update=adam"]),
     (["model=llama2-7b", f"--config={OFFLOAD}", "method=peft_lora", "peft.lora_r=4"],
-     ["model=llama2-7b", "zero=3", "offload=all", "method=lora", "r=4", "targets=qv"]),
+     ["model=llama2-7b", "zero=3", "offload=all", "method=peft_lora", "r=4", "targets=qv"]),
 ])
 def test_training_keys_plan_as_the_planners_own(capsys, training, planner):
     assert _plan(capsys, *training) == _plan(capsys, *planner)

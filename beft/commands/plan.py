@@ -10,7 +10,8 @@ zo.update zo.head activation_checkpointing method bias model. The planner's own 
 
 model   built-in (llama2-7b gpt-j-6b opt-1.3b opt-6.7b deepseek-coder-1.3b bert-base bert-large
         roberta-base minilm smollm2), or a hub id / local folder (its config.json is read)
-method  full | bias (with bias=q|k|v|o|qv...|all) | bitfit | lora (with r=8 targets=qv)
+method  full | bias (with bias=q|k|v|o|qv...|all) | bitfit | peft_lora (LoRA on the weights, with
+        r=8 targets=qv) | lora vera vera1d dora pissa (bias reparametrisations: planned as bias)
 dtype   fp32 | bf16 | fp16 | 8bit | 4bit        zero  0 | 1 | 2 | 3  or  fsdp  true|false (not both)
 offload none | optimizer | param | all        gpus, batch (per GPU), seq
 kernel  flash (GPU sdpa, default) | math (eager attention)

@@ -7,8 +7,9 @@ Training keys become the planner's own options (beft/commands/plan.py): batch_si
 ranks x optim.grad_accum) -> batch per GPU; data.max_length -> seq; precision / quant (or
 --load_in_8bit / --load_in_4bit) -> dtype; --config DS.json -> zero (its zero_optimization.stage)
 and offload (its offload_* devices); --fsdp -> fsdp; optim.kind, zo.update, zo.head,
-activation_checkpointing, bias, model; method (bias, bitfit, full; peft_lora -> the planner's
-method=lora with r=peft.lora_r; lora/vera/dora/pissa reparametrise bias vectors -> method=bias).
+activation_checkpointing, bias, model; method as in training (bias, bitfit, full; peft_lora: LoRA
+on the weights, r=peft.lora_r unless r= is given; lora/vera/vera1d/dora/pissa reparametrise the bias
+vectors, so they plan as method=bias, and r= / targets= with them is an error).
 The planner's older spellings (batch=, seq=, dtype=, zero=, fsdp=) still work; one of them given
 together with the training key it stands for is a one-line error.
 """
@@ -26,7 +27,7 @@ from .flags import parse_flags
 # planner option -> the training keys (or flags) that say the same, given on one command line
 SAME = {"batch": ("batch_size",), "seq": ("data.max_length",), "dtype": ("precision", "quant"),
         "zero": ("backend", "deepspeed_config"), "fsdp": ("backend", "deepspeed_config")}
-PLAN_METHODS = ("full", "bias", "bitfit", "all", "lora")   # the planner's lora is peft_lora's LoRA on weights
+PLAN_METHODS = ("full", "bias", "bitfit", "all")   # any other method= is read by the training config
 DTYPE = {"8bit": "8bit", "4bit": "4bit", "fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "auto": "bf16"}
 
 
@@ -50,11 +51,17 @@ def plan_options(argv: list[str], plan_keys: set[str]) -> dict[str, str]:
         raise UsageError(str(e)) from None
     if args.recipe:
         given |= _keys(yaml.safe_load(Path(args.recipe).read_text()) or {})
-    return {**_from_config(cfg, given, opts), **opts}
+    planned = _from_config(cfg, given, opts)
+    if cfg.method in REPARAM_METHODS:
+        for key in ("r", "targets"):
+            if key in opts:
+                raise UsageError(f"{key}={opts[key]}: method={cfg.method} reparametrises the bias vectors (as "
+                                 "in training, reparam.*); LoRA on the weights is method=peft_lora")
+    return {**planned, **opts}
 
 
 def _training_method(arg: str) -> bool:
-    """method=peft_lora, vera, ...: a training method the planner maps (its own: full, bias, bitfit, lora)."""
+    """method=peft_lora, lora, vera, ...: a training method the planner maps (its own: full, bias, bitfit)."""
     key, _, value = arg.partition("=")
     return key == "method" and value.lower() not in PLAN_METHODS
 
@@ -115,7 +122,7 @@ def _method(cfg) -> dict[str, str]:
     if cfg.method in ("bias", "bitfit", "full"):
         return {"method": cfg.method}
     if cfg.method == "peft_lora":
-        return {"method": "lora", "r": str(cfg.peft.lora_r), "targets": "qv"}
+        return {"method": "peft_lora", "r": str(cfg.peft.lora_r), "targets": "qv"}
     if cfg.method in REPARAM_METHODS:   # the trained tensors are as small as the bias they reparametrise
         return {"method": "bias"}
     raise UsageError(f"method={cfg.method}: the planner models bias, bitfit, full, peft_lora and the bias "

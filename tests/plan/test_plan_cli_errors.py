@@ -26,7 +26,8 @@ def _plan(capsys, *argv):
     ("fsdp", ["fsdp=maybe"]), ("json", ["json=maybe"]), ("kv_cache", ["kv_cache=maybe"]),
     ("ckpt", ["ckpt=maybe"]), ("activation_checkpointing", ["activation_checkpointing=2"]),
     ("zero", ["zero=3", "fsdp=true"]), ("zero", ["zero=2", "fsdp=true"]),
-    ("r", ["method=lora", "r=0"]), ("targets", ["method=lora", "targets=xyz"]), ("bias", ["bias=xyz"]),
+    ("r", ["method=peft_lora", "r=0"]), ("targets", ["method=peft_lora", "targets=xyz"]),
+    ("r", ["method=lora", "r=8"]), ("targets", ["method=vera", "targets=qv"]), ("bias", ["bias=xyz"]),
     ("method", ["method=foo"]), ("optim", ["optim=foo"]), ("zo_update", ["zo_update=foo"]),
     ("zo_head", ["zo_head=x"]), ("offload", ["offload=foo"]), ("gpu", ["gpu=foo"]),
     ("dtype", ["dtype=fp8"]), ("kernel", ["kernel=x"]), ("ckpt", ["optim=zo", "ckpt=true"]), ("bias", ["bias=auto"]),
@@ -51,5 +52,18 @@ def test_targets_parse_like_the_training_config(capsys):
         assert code == 0, out.err
         return json.loads(out.out)["trainable"]
     assert trainable("bias=q,v") == trainable("bias=qv") > trainable("bias=v")
-    assert trainable("method=lora", "targets=all") == trainable("method=lora", "targets=qkvo")
-    assert trainable("method=lora", "targets=all") > trainable("method=lora", "targets=qv")
+    assert trainable("method=peft_lora", "targets=all") == trainable("method=peft_lora", "targets=qkvo")
+    assert trainable("method=peft_lora", "targets=all") > trainable("method=peft_lora", "targets=qv")
+
+
+def test_method_means_what_it_means_in_training(capsys):
+    """method=lora is LoRA on the bias vectors (training's meaning): planned as the bias it
+    reparametrises, far below LoRA on the weights (method=peft_lora, whose r follows peft.lora_r)."""
+    def trainable(*argv):
+        code, out = _plan(capsys, "json=true", *argv)
+        assert code == 0, out.err
+        return json.loads(out.out)["trainable"]
+    assert trainable("method=lora") == trainable("method=bias", "bias=v")
+    assert trainable("method=lora") < trainable("method=peft_lora") / 10
+    assert trainable("method=peft_lora", "peft.lora_r=16") == trainable("method=peft_lora", "r=16") \
+        > trainable("method=peft_lora", "r=8") == trainable("method=peft_lora")
