@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 from pathlib import Path
 from typing import Protocol
+
+from .outputs import atomic_write_text
 
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}   # report_to name -> module it needs
 SECTIONS = ("eval", "probe")                                   # nested records: <section>/<key>
@@ -77,11 +80,20 @@ class TensorBoard:
 
 
 class WandB:
+    """A resumed run (resume=true) continues the same W&B run: its id is kept in
+    <output_dir>/wandb/run_id. W&B refuses steps below the last one it logged, so the steps logged
+    after the checkpoint and before the stop stay as they were (metrics.jsonl is rewound)."""
     def __init__(self, folder: Path, config: dict, resume_step: int | None):
         import wandb
         self.wandb = wandb
+        id_file = folder / "wandb" / "run_id"
+        run_id = id_file.read_text().strip() if resume_step is not None and id_file.is_file() else ""
+        if not run_id:
+            run_id = secrets.token_hex(4)
+            id_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(id_file, run_id)
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "beft"), name=folder.name, dir=str(folder),
-                              config=config, reinit="create_new")
+                              config=config, reinit="create_new", id=run_id, resume="allow")
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)

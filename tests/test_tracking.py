@@ -76,6 +76,27 @@ def test_wandb_offline_run_in_the_run_folder(tiny_bert, tmp_path, monkeypatch):
     assert configs[0]["task"] == "sst2" and configs[0]["report_to"] == "wandb" and configs[0]["data"]["n_eval"] == 16
 
 
+def test_wandb_resume_continues_the_same_run(tmp_path, monkeypatch):
+    """resume=true (a resume step) reopens the W&B run the folder started, by the id kept in
+    output_dir/wandb/run_id; a fresh start gets a new one."""
+    pytest.importorskip("wandb")
+    for k, v in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}.items():
+        monkeypatch.setenv(k, v)
+
+    def run_id(folder, resume_step):
+        t = tracking.WandB(folder, {"task": "sst2"}, resume_step)
+        t.log(1, {"train/loss": 1.0})
+        got = t.run.id
+        t.close()
+        return got
+
+    first = run_id(tmp_path / "a", None)
+    assert (tmp_path / "a" / "wandb" / "run_id").read_text() == first
+    assert run_id(tmp_path / "a", 3) == first
+    assert {p.name.rsplit("-", 1)[1] for p in (tmp_path / "a" / "wandb").glob("offline-run-*")} == {first}
+    assert run_id(tmp_path / "b", None) != first
+
+
 def test_missing_package_fails_before_the_model_loads(tmp_path, monkeypatch):
     monkeypatch.setitem(tracking.PACKAGES, "tensorboard", "beft_no_such_package")
     loaded = []
