@@ -4,6 +4,7 @@
     python examples/hf_trainer.py --model minilm --data $BEFT_DATA_DIR/glue/SST-2 --out runs/hf
     torchrun --nproc_per_node 2 examples/hf_trainer.py --model minilm --data ... --out runs/hf2   # DDP
     accelerate launch --num_processes 2 examples/hf_trainer.py ...                                  # same
+    deepspeed --num_gpus 2 examples/hf_trainer.py ... --deepspeed ds_configs/zero2.json      # ZeRO-2
 
 Writes <out>/adapter (beft's format: launch/export.py turns it into peft or a merged checkpoint) and
 <out>/peft (loads with peft.PeftModel.from_pretrained(base, <out>/peft)).
@@ -40,6 +41,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-2)
     p.add_argument("--max_length", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deepspeed", help="a DeepSpeed JSON config (ZeRO-2: ZeRO-3 partitions the biases "
+                   "apply_bias adds, which beft's own loop handles and the Trainer does not)")
+    p.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)   # the deepspeed launcher's
     a = p.parse_args()
 
     tf.set_seed(a.seed)                       # the new head starts the same on every rank and run
@@ -62,7 +66,7 @@ def main() -> None:
                                 # whose forward takes **kwargs, as if it were a token sum; a
                                 # classification loss is a mean, so 2 ranks would see twice the gradient
                                 # (and clip differently) without this.
-                                average_tokens_across_devices=False)
+                                average_tokens_across_devices=False, deepspeed=a.deepspeed)
     trainer = tf.Trainer(model=model, args=args, train_dataset=data,
                          callbacks=[BiasCallback(selection, peft_dir=str(Path(a.out) / "peft"))])
     trainer.train()

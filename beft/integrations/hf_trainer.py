@@ -1,4 +1,5 @@
-"""beft's biases trained by transformers' Trainer (one process, DDP under torchrun / accelerate).
+"""beft's biases trained by transformers' Trainer (one process, DDP under torchrun / accelerate,
+DeepSpeed ZeRO-2 with TrainingArguments(deepspeed=...); tested: 2 ranks train what 1 process trains).
 
     sel = apply_bias(model, "v", head=["classifier"])     # freezes the rest, adds zero biases
     trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[BiasCallback(sel)])
@@ -25,6 +26,13 @@ class BiasCallback(TrainerCallback):
     def __init__(self, selection: BiasSelection, peft_dir: str | None = None):
         self.selection = selection
         self.peft_dir = peft_dir
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from transformers.integrations import is_deepspeed_zero3_enabled
+        if is_deepspeed_zero3_enabled():
+            raise ValueError("BiasCallback: DeepSpeed ZeRO-3 partitions the model, including the biases "
+                             "apply_bias added, and the Trainer does not gather them; use ZeRO-2 here, or "
+                             "beft's own loop for ZeRO-3 (beft train --config ds_configs/zero3.json)")
 
     def on_step_end(self, args, state, control, **kwargs):
         self.selection.restore_frozen_slices()

@@ -1,8 +1,10 @@
 """beft's biases trained by transformers' Trainer: BiasCallback keeps fused slices frozen under
-weight decay and writes the adapter; 2 DDP ranks (torchrun) train what one process trains."""
+weight decay and writes the adapter; 2 DDP ranks (torchrun) and 2 DeepSpeed ZeRO-2 ranks train
+what one process trains."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,9 +73,19 @@ def test_without_the_callback_weight_decay_moves_the_frozen_slices(tmp_path):
     assert not torch.equal(s.module.bias.detach()[keep], before[s.param_name][keep])
 
 
+def test_zero3_is_refused_in_one_line(tmp_path, monkeypatch):
+    """ZeRO-3 would partition the added biases, which the Trainer never gathers for the callback."""
+    monkeypatch.setattr("transformers.integrations.is_deepspeed_zero3_enabled", lambda: True)
+    model = tiny_model("bert", head="cls")
+    cb = BiasCallback(apply_bias(model, "v", head=["classifier"]))
+    with pytest.raises(ValueError, match=r"^BiasCallback: DeepSpeed ZeRO-3 .* use ZeRO-2 here") as e:
+        cb.on_train_begin(tf.TrainingArguments(output_dir=str(tmp_path), use_cpu=True), None, None)
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.slow
 @pytest.mark.dist
-def test_two_ddp_ranks_train_what_one_process_trains(tmp_path):
+def test_two_ranks_train_what_one_process_trains(tmp_path):
     if not (DATA_DIR / "glue" / "SST-2").is_dir():
         pytest.skip(f"real data not found at {DATA_DIR} (set BEFT_DATA_DIR)")
     model = save_tiny("bert", tmp_path / "bert")
@@ -84,12 +96,16 @@ def test_two_ddp_ranks_train_what_one_process_trains(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     port = free_port()
     runs = {"one": [sys.executable], "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
-                                             "2", "--master_port", str(port)]}
+                                             "2", "--master_port", str(port)],
+            "zero2": [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port",
+                      str(free_port())]}
     for name, prefix in runs.items():
-        p = subprocess.run(prefix + common + ["--out", str(tmp_path / name)], capture_output=True, text=True,
-                           env=env, timeout=900, cwd=str(ROOT))
+        extra = ["--deepspeed", str(ROOT / "ds_configs" / "zero2.json")] if name == "zero2" else []
+        p = subprocess.run(prefix + common + extra + ["--out", str(tmp_path / name)], capture_output=True,
+                           text=True, env={**env, "DS_ACCELERATOR": "cpu"}, timeout=900, cwd=str(ROOT))
         assert p.returncode == 0, p.stderr[-3000:]
     one, _ = read_adapter(tmp_path / "one" / "adapter")
-    two, _ = read_adapter(tmp_path / "two" / "adapter")
-    assert_agree(one, two, steps=3, reduction=8 * 32, lr=1e-2, what="2 DDP ranks vs 1 process (HF Trainer)")
-    assert (tmp_path / "two" / "peft" / "adapter_model.safetensors").is_file()
+    for name, what in (("two", "2 DDP ranks"), ("zero2", "2 DeepSpeed ZeRO-2 ranks")):
+        got, _ = read_adapter(tmp_path / name / "adapter")
+        assert_agree(one, got, steps=3, reduction=8 * 32, lr=1e-2, what=f"{what} vs 1 process (HF Trainer)")
+        assert (tmp_path / name / "peft" / "adapter_model.safetensors").is_file()
