@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from ..bias.selection import BiasSelection, numel
+from ..config import REPARAM_METHODS as KINDS
 from ..counts import Counts
 from .modules import BiasDelta, DoRA, LoRA, PiSSA, VeRA, VeRA1d, add_delta_hook
 from .shape import factor
 
-KINDS = ("lora", "vera", "vera1d", "dora", "pissa")
 PREFIX = "beft_reparam"
 
 
