@@ -17,9 +17,11 @@ from typing import Any
 
 import yaml
 
-REPARAM_METHODS = ("lora", "vera", "vera1d", "dora", "pissa")   # bias deltas through beft/reparam (its KINDS)
+# bias deltas through beft/reparam (its KINDS)
+REPARAM_METHODS = ("lora", "vera", "vera1d", "dora", "pissa")
 # every method= (beft/methods.py builds each; its METHODS table follows this order)
-METHOD_NAMES = ("bias", "bitfit", "full", *REPARAM_METHODS, "rand_uniform", "peft_lora", "prefix", "icl", "zero_shot")
+METHOD_NAMES = ("bias", "bitfit", "full", *REPARAM_METHODS, "rand_uniform", "peft_lora", "prefix",
+                "icl", "zero_shot")
 # methods optim.kind=zo can train: the biases themselves, or a reparametrisation of their deltas
 ZO_METHODS = ("bias", "bitfit", *REPARAM_METHODS)
 

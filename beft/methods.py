@@ -177,7 +177,8 @@ def _icl(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
                               "prompts are cut (the left side is dropped first)"])
 
 
-METHODS: dict[str, Callable[..., MethodSetup]] = {   # keys: config.METHOD_NAMES (validated there), in order
+# keys: config.METHOD_NAMES (validated there), in that order
+METHODS: dict[str, Callable[..., MethodSetup]] = {
     "bias": _bias,                                               # the targets in cfg.bias
     "bitfit": lambda model, cfg, head: _bias(model, cfg, head, targets="all"),
     "full": _full,
