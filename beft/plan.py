@@ -30,7 +30,8 @@ def _bert(layers: int, hidden: int, heads: int, inter: int, model_type: str = "b
           vocab: int = 30522, positions: int = 512, type_vocab: int = 2) -> dict:
     return dict(model_type=model_type, num_hidden_layers=layers, hidden_size=hidden,
                 num_attention_heads=heads, intermediate_size=inter, vocab_size=vocab,
-                max_position_embeddings=positions, type_vocab_size=type_vocab, hidden_dropout_prob=0.1)
+                max_position_embeddings=positions, type_vocab_size=type_vocab,
+                hidden_dropout_prob=0.1)
 
 
 # The paper's models (config numbers from their config.json files) plus the two offline ones.
