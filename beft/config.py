@@ -17,7 +17,11 @@ from typing import Any
 
 import yaml
 
-REPARAM_METHODS = ("lora", "vera", "vera1d", "dora", "pissa")   # bias deltas through beft/reparam
+# bias deltas through beft/reparam (its KINDS)
+REPARAM_METHODS = ("lora", "vera", "vera1d", "dora", "pissa")
+# every method= (beft/methods.py builds each; its METHODS table follows this order)
+METHOD_NAMES = ("bias", "bitfit", "full", *REPARAM_METHODS, "rand_uniform", "peft_lora", "prefix",
+                "icl", "zero_shot")
 # methods optim.kind=zo can train: the biases themselves, or a reparametrisation of their deltas
 ZO_METHODS = ("bias", "bitfit", *REPARAM_METHODS)
 
@@ -146,8 +150,7 @@ class TrainConfig:
     peft: PeftConfig = field(default_factory=PeftConfig)
 
     def validate(self) -> "TrainConfig":
-        from .methods import METHODS
-        choices = {"method": tuple(METHODS), "regime": ("low", "medium", "high", "all"),
+        choices = {"method": METHOD_NAMES, "regime": ("low", "medium", "high", "all"),
                    "arch": ("auto", "encoder", "decoder"), "precision": ("auto", "fp32", "bf16", "fp16"),
                    "quant": ("none", "8bit", "4bit"), "backend": ("local", "ddp", "deepspeed", "fsdp"),
                    "optim.schedule": ("linear", "constant"), "optim.kind": ("adamw", "zo"),

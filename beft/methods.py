@@ -9,14 +9,15 @@ import torch
 from torch import nn
 
 from .bias import apply_bias, parse_targets
-from .bias.selection import BiasSelection, numel
+from .bias.selection import BiasSelection, in_head, numel
+from .counts import Counts
 from .config import REPARAM_METHODS as REPARAM
 
 
 @dataclass
 class MethodSetup:
     params: dict[str, torch.Tensor]            # what the optimizer updates, by name
-    counts: dict                               # trainable report (see BiasSelection.counts)
+    trainable: Counts                          # how many parameters train (result.json's "trainable")
     selection: BiasSelection | None = None     # set when the result is a bias adapter
     after_step: Callable[[], None] | None = None   # e.g. restore frozen fused slices (1 process)
     trains: bool = True                        # False: evaluation only (zero-shot, ICL)
@@ -25,14 +26,17 @@ class MethodSetup:
     adapter_state: Callable[[dict], dict] | None = None   # trainable state -> bias adapter tensors
     task_transform: Callable | None = None     # (task, splits) -> task, e.g. ICL demonstrations
 
+    @property
+    def counts(self) -> dict:
+        """Transition: the loop (beft/train.py) still reads this dict; it moves to `trainable`."""
+        return self.trainable.as_dict()
+
 
 def _full(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
     for p in model.parameters():
         p.requires_grad_(True)
     total = sum(numel(p) for p in model.parameters())
-    return MethodSetup(dict(model.named_parameters()),
-                       {"per_target": {}, "bias": 0, "head": 0, "trainable": total, "total": total,
-                        "bias_per_mille": 0.0})
+    return MethodSetup(dict(model.named_parameters()), Counts(total, trainable=total))
 
 
 def _bias(model: nn.Module, cfg, head: list[str], targets: str | None = None) -> MethodSetup:
@@ -95,23 +99,18 @@ def _rand_uniform(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
         with torch.no_grad():
             for p, off, values in frozen:
                 p[off] = values
-    total = sum(numel(p) for p in model.parameters())
-    headn = sum(numel(p) for p in sel.head.values())
-    counts = {"per_target": {"random": k}, "bias": k, "head": headn, "trainable": k + headn, "total": total,
-              "bias_per_mille": 1000.0 * k / total, "tensors_touched": len(per_param)}
+    counts = Counts(sum(numel(p) for p in model.parameters()), {"random": k},
+                    head=sum(numel(p) for p in sel.head.values()), tensors_touched=len(per_param))
     def adapter(state: dict) -> dict:   # untouched tensors are not in the optimizer's state
         return {**{n: p.detach().to("cpu", copy=True) for n, p in sel.trainable_parameters().items()}, **state}
     return MethodSetup(params, counts, selection=sel, after_step=restore, adapter_state=adapter,
                        notes=[f"rand_uniform: {k:,} entries of {sum(sizes):,} biases, in {len(per_param)} tensors"])
 
 
-def _trainable_counts(model: nn.Module, head: list[str], total: int) -> dict:
-    is_head = lambda n: any(n == h or n.startswith(h + ".") for h in head)  # noqa: E731
+def _trainable_counts(model: nn.Module, head: list[str], total: int) -> Counts:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    headn = sum(numel(p) for n, p in named if is_head(n))
-    other = sum(numel(p) for n, p in named if not is_head(n))
-    return {"per_target": {}, "bias": 0, "adapter": other, "head": headn, "trainable": other + headn,
-            "total": total, "bias_per_mille": 0.0}
+    return Counts(total, head=sum(numel(p) for n, p in named if in_head(n, head)),
+                  adapter=sum(numel(p) for n, p in named if not in_head(n, head)))
 
 
 def _peft_targets(model: nn.Module, cfg, targets: str) -> list[str]:
@@ -130,7 +129,7 @@ def _peft_lora(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
                       target_modules=_peft_targets(model, cfg, "qv"), bias="none")
     inject_adapter_in_model(lcfg, model)
     for n, p in model.named_parameters():
-        p.requires_grad_("lora_" in n or any(n == h or n.startswith(h + ".") for h in head))
+        p.requires_grad_("lora_" in n or in_head(n, head))
     return MethodSetup({n: p for n, p in model.named_parameters() if p.requires_grad},
                        _trainable_counts(model, head, total))
 
@@ -143,19 +142,16 @@ def _prefix(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
     task_type = "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
     wrapped = get_peft_model(model, PrefixTuningConfig(task_type=task_type, num_virtual_tokens=cfg.peft.prefix_tokens))
     for n, p in wrapped.named_parameters():
-        if any(f".{h}." in f".{n}" for h in head):
+        if in_head(n.removeprefix("base_model."), head):   # peft's wrapper adds base_model.
             p.requires_grad_(True)
     params = {n: p for n, p in wrapped.named_parameters() if p.requires_grad}
-    counts = {"per_target": {}, "bias": 0, "adapter": sum(numel(p) for p in params.values()), "head": 0,
-              "trainable": sum(numel(p) for p in params.values()), "total": total, "bias_per_mille": 0.0}
-    return MethodSetup(params, counts, model=wrapped)
+    return MethodSetup(params, Counts(total, adapter=sum(numel(p) for p in params.values())), model=wrapped)
 
 
-def _eval_only(model: nn.Module, head: list[str]) -> dict:
+def _eval_only(model: nn.Module, head: list[str]) -> Counts:
     for p in model.parameters():
         p.requires_grad_(False)
-    total = sum(numel(p) for p in model.parameters())
-    return {"per_target": {}, "bias": 0, "head": 0, "trainable": 0, "total": total, "bias_per_mille": 0.0}
+    return Counts(sum(numel(p) for p in model.parameters()))
 
 
 def _zero_shot(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
@@ -181,6 +177,7 @@ def _icl(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
                               "prompts are cut (the left side is dropped first)"])
 
 
+# keys: config.METHOD_NAMES (validated there), in that order
 METHODS: dict[str, Callable[..., MethodSetup]] = {
     "bias": _bias,                                               # the targets in cfg.bias
     "bitfit": lambda model, cfg, head: _bias(model, cfg, head, targets="all"),

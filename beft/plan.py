@@ -19,6 +19,21 @@ GPUS = {"t4": 15360, "a40": 46068, "a100-40": 40960, "a100-80": 81920, "h100-80"
         "h200": 143771}
 GPU_RESERVE = 1.5 * GB     # CUDA context (~0.5 GB) + allocator fragmentation headroom
 
+
+def _opt(layers: int, hidden: int, ffn: int) -> dict:
+    return dict(model_type="opt", num_hidden_layers=layers, hidden_size=hidden,
+                num_attention_heads=32, ffn_dim=ffn, vocab_size=50272, max_position_embeddings=2048,
+                dropout=0.1)
+
+
+def _bert(layers: int, hidden: int, heads: int, inter: int, model_type: str = "bert",
+          vocab: int = 30522, positions: int = 512, type_vocab: int = 2) -> dict:
+    return dict(model_type=model_type, num_hidden_layers=layers, hidden_size=hidden,
+                num_attention_heads=heads, intermediate_size=inter, vocab_size=vocab,
+                max_position_embeddings=positions, type_vocab_size=type_vocab,
+                hidden_dropout_prob=0.1)
+
+
 # The paper's models (config numbers from their config.json files) plus the two offline ones.
 BUILTIN = {
     "llama2-7b": dict(model_type="llama", num_hidden_layers=32, hidden_size=4096, num_attention_heads=32,
@@ -28,22 +43,12 @@ BUILTIN = {
                                 num_attention_heads=16, num_key_value_heads=16, intermediate_size=5504,
                                 vocab_size=32256, tie_word_embeddings=False),
     "gpt-j-6b": dict(model_type="gptj", n_layer=28, n_embd=4096, n_head=16, n_inner=None, vocab_size=50400),
-    "opt-1.3b": dict(model_type="opt", num_hidden_layers=24, hidden_size=2048, num_attention_heads=32,
-                     ffn_dim=8192, vocab_size=50272, max_position_embeddings=2048, dropout=0.1),
-    "opt-6.7b": dict(model_type="opt", num_hidden_layers=32, hidden_size=4096, num_attention_heads=32,
-                     ffn_dim=16384, vocab_size=50272, max_position_embeddings=2048, dropout=0.1),
-    "bert-base": dict(model_type="bert", num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
-                      intermediate_size=3072, vocab_size=30522, max_position_embeddings=512,
-                      type_vocab_size=2, hidden_dropout_prob=0.1),
-    "bert-large": dict(model_type="bert", num_hidden_layers=24, hidden_size=1024, num_attention_heads=16,
-                       intermediate_size=4096, vocab_size=30522, max_position_embeddings=512,
-                       type_vocab_size=2, hidden_dropout_prob=0.1),
-    "roberta-base": dict(model_type="roberta", num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
-                         intermediate_size=3072, vocab_size=50265, max_position_embeddings=514,
-                         type_vocab_size=1, hidden_dropout_prob=0.1),
-    "minilm": dict(model_type="bert", num_hidden_layers=6, hidden_size=384, num_attention_heads=12,
-                   intermediate_size=1536, vocab_size=30522, max_position_embeddings=512,
-                   type_vocab_size=2, hidden_dropout_prob=0.1),
+    "opt-1.3b": _opt(24, 2048, 8192),
+    "opt-6.7b": _opt(32, 4096, 16384),
+    "bert-base": _bert(12, 768, 12, 3072),
+    "bert-large": _bert(24, 1024, 16, 4096),
+    "roberta-base": _bert(12, 768, 12, 3072, "roberta", vocab=50265, positions=514, type_vocab=1),
+    "minilm": _bert(6, 384, 12, 1536),
     "smollm2": dict(model_type="llama", num_hidden_layers=30, hidden_size=576, num_attention_heads=9,
                     num_key_value_heads=3, intermediate_size=1536, vocab_size=49152, head_dim=64,
                     tie_word_embeddings=True),

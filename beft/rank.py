@@ -179,7 +179,7 @@ def rank_run(run_dir: str | Path, out_dir: str | Path | None = None, cfg=None, v
     arch = resolve_arch(cfg.arch, load_model_config(cfg.model))
     task = task_for(cfg.task, arch, cfg.data)
     splits = task.load(cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval)
-    model, tokenizer, head = load_model(cfg.model, arch, num_labels=getattr(task, "num_labels", None))
+    model, tokenizer, head = load_model(cfg.model, arch, num_labels=task.num_labels)
     model.to(dist.device())                 # the Fisher measure runs a backward pass per example
     patterns = cfg.bias_patterns or None
     sel = apply_bias(model, "all", patterns=patterns, head=head)

@@ -78,3 +78,10 @@ def test_bias_default_follows_the_architecture(tmp_path):
     assert load_config(overrides=["model=not/here", "method=bias"]).lr == defaults.DECODER_BIAS   # unknown: safe side
     assert load_config(overrides=[f"model={llama}", "method=full"]).lr == defaults.FULL
     assert defaults.DECODER_BIAS < defaults.BIAS
+
+
+def test_config_names_exactly_the_methods_that_build():
+    """config.py validates method= without importing methods.py: its names are the table's."""
+    from beft.config import METHOD_NAMES, REPARAM_METHODS
+    from beft.reparam import KINDS
+    assert tuple(METHODS) == METHOD_NAMES and KINDS is REPARAM_METHODS

@@ -8,7 +8,7 @@ from torch import nn
 
 from .detect import out_features
 from .families import TARGETS, Family, detect_family, find_projections
-from .selection import BiasSelection, BiasSite
+from .selection import BiasSelection, BiasSite, in_head
 
 
 def parse_targets(spec: str | Iterable[str]) -> list[str]:
@@ -83,7 +83,7 @@ def apply_bias(model: nn.Module, targets: str | Iterable[str], *,
         p.requires_grad_(False)
     selection = BiasSelection(family.name, wanted, list(sites.values()), head_modules=list(head_prefixes))
     for name, p in model.named_parameters():
-        if head_prefixes and any(name == h or name.startswith(h + ".") for h in head_prefixes):
+        if in_head(name, head_prefixes):
             selection.head[name] = p
         elif wanted == ["all"] and name.endswith(".bias") and name not in selection.bias_parameters():
             selection.extra[name] = p

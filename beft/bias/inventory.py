@@ -35,9 +35,9 @@ def inventory(model, targets, patterns: dict[str, str] | None = None, head=()) -
               "other_biases": {"tensors": len(selection.extra),
                                "trainable": sum(numel(p) for p in selection.extra.values())},
               "head": {"modules": selection.head_modules,
-                       "trainable": counts["head"]},
-              "bias_trainable": counts["bias"], "total": counts["total"],
-              "bias_per_mille": counts["bias_per_mille"]}
+                       "trainable": counts.head},
+              "bias_trainable": counts.bias, "total": counts.total,
+              "bias_per_mille": counts.bias_per_mille}
     return selection, report
 
 

@@ -1,11 +1,13 @@
 """Which bias entries train: the result of selecting targets on a model."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..counts import Counts
 from .detect import out_features
 
 
@@ -17,6 +19,12 @@ def numel(p: torch.Tensor) -> int:
     if qs is not None and getattr(qs, "shape", None) is not None:
         return int(torch.Size(qs.shape).numel())
     return int(p.numel())
+
+
+def in_head(name: str, head: Iterable[str]) -> bool:
+    """The parameter `name` belongs to the new task head: it is one of the `head` module names or
+    lies under one ('classifier' holds 'classifier.dense.weight', not 'classifier2.weight')."""
+    return any(name == h or name.startswith(h + ".") for h in head)
 
 
 @dataclass
@@ -74,7 +82,7 @@ class BiasSelection:
                 if values is not None:
                     param[idx.to(param.device)] = values.to(param.device, param.dtype)
 
-    def counts(self, model: nn.Module) -> dict:
+    def counts(self, model: nn.Module) -> Counts:
         """Trainable parameters: per target, biases, head, and per-mille of the whole model."""
         per_target: dict[str, int] = {}
         for s in self.sites:
@@ -82,8 +90,5 @@ class BiasSelection:
                 per_target[t] = per_target.get(t, 0) + n
         if self.extra:
             per_target["other"] = sum(numel(p) for p in self.extra.values())
-        total = sum(numel(p) for p in model.parameters())
-        biases = sum(per_target.values())
-        head = sum(numel(p) for p in self.head.values())
-        return {"per_target": per_target, "bias": biases, "head": head, "trainable": biases + head,
-                "total": total, "bias_per_mille": 1000.0 * biases / max(total, 1)}
+        return Counts(sum(numel(p) for p in model.parameters()), per_target,
+                      head=sum(numel(p) for p in self.head.values()))

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from ..bias.selection import BiasSelection, numel
+from ..config import REPARAM_METHODS as KINDS
+from ..counts import Counts
 from .modules import BiasDelta, DoRA, LoRA, PiSSA, VeRA, VeRA1d, add_delta_hook
 from .shape import factor
 
-KINDS = ("lora", "vera", "vera1d", "dora", "pissa")
 PREFIX = "beft_reparam"
 
 
@@ -32,18 +33,15 @@ class Reparam:
     shapes: dict[str, tuple[int, int]]            # bias parameter name -> (r1, r2)
     params: dict[str, nn.Parameter] = field(default_factory=dict)   # trainable, by model name
 
-    def counts(self, total: int) -> dict:
+    def counts(self, total: int) -> Counts:
         """Trainable reparam parameters per target, the head apart; total = the base model's size."""
         per_target: dict[str, int] = {}
         target_of = {s.param_name: "+".join(s.targets) for s in self.selection.sites}
         for name, mod in self.modules.items():
             t = target_of.get(name, "other")
             per_target[t] = per_target.get(t, 0) + sum(p.numel() for p in mod.parameters())
-        bias = sum(per_target.values())
-        head = sum(numel(p) for p in self.selection.head.values())
-        return {"per_target": per_target, "bias": bias, "head": head, "trainable": bias + head,
-                "total": total, "bias_per_mille": 1000.0 * bias / max(total, 1),
-                "reparam": {"kind": self.kind, "shapes": sorted({f"{a}x{b}" for a, b in self.shapes.values()})}}
+        return Counts(total, per_target, head=sum(numel(p) for p in self.selection.head.values()),
+                      reparam={"kind": self.kind, "shapes": sorted({f"{a}x{b}" for a, b in self.shapes.values()})})
 
     def effective_biases(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The biases the model uses (b0 + delta) and the head, keyed like a bias adapter, from

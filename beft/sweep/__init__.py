@@ -9,5 +9,6 @@ jobs.py     the per-sweep jobs file (atomic) and run states (status)
 submit.py   what to (re)submit; grouping into job arrays; dry run
 worker.py   what a job runs: one training run (in-process, or torchrun/deepspeed inside the allocation)
 collect.py  result.json -> Markdown / CSV / LaTeX tables, t-tests, PNG figures
-Only beft/backends/submitit_backend.py imports submitit.
+submitit_exec.py  the submitit adapter: executors, job arrays, sacct states, the submitted callable
+Only beft/sweep/submitit_exec.py imports submitit.
 """

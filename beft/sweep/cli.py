@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
     if args.command == "submit":
         from beft.sweep.submit import submit
         if args.executor == "slurm" and not args.dry_run:
-            from beft.backends.submitit_backend import sinfo_ok
+            from beft.sweep.submitit_exec import sinfo_ok
             if not sinfo_ok():
                 raise UsageError("--executor slurm: sinfo does not answer (no SLURM controller reachable); "
                                  "use --executor local")

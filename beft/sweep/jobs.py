@@ -77,7 +77,7 @@ def classify(scheduler_state: str | None, finished: bool) -> str:
 
 
 def run_states(spec, data: dict | None = None) -> list[RunState]:
-    from beft.backends import submitit_backend as sb
+    from beft.sweep import submitit_exec as sb
     data = data if data is not None else read_jobs(spec.root)
     recs = data["runs"]
     slurm_ids = [r["job_id"] for rid, r in recs.items() if r["executor"] == "slurm"]

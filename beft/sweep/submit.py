@@ -61,7 +61,7 @@ def write_config(run: Run) -> None:
 
 def submit(spec: Spec, executor: str, dry_run: bool = False, out: Callable[[str], None] = print) -> dict:
     """Returns {'submitted': [run ids], 'skipped': {state: n}, 'failed': [run ids] (local/debug)}."""
-    from beft.backends import submitit_backend as sb
+    from beft.sweep import submitit_exec as sb
     states = J.run_states(spec) if not dry_run or J.jobs_path(spec.root).is_file() else \
         [J.RunState(r.run_id, "done" if (r.output_dir / "result.json").is_file() else "unsubmitted")
          for r in spec.runs]
@@ -108,7 +108,7 @@ def submit(spec: Spec, executor: str, dry_run: bool = False, out: Callable[[str]
 def _run_here(spec, executor, res, name, folder, runs, calls, out) -> list[str]:
     """local: submitit subprocesses, at most local.parallelism at once, waited for; debug: in
     this process, one after another. The final state of each job is recorded."""
-    from beft.backends import submitit_backend as sb
+    from beft.sweep import submitit_exec as sb
     ex = sb.make_executor(executor, folder, res, name)
     limit = spec.local_parallelism if executor == "local" else 1
     queue, active, failed = list(zip(runs, calls)), [], []

@@ -106,7 +106,7 @@ def run(run_dir: str, launcher: dict, nodes: Nodes | None = None) -> dict:
     if kind == "python":
         train(str(rd.config))
     else:
-        cmd = launch_command(kind, nproc, str(rd.config), launcher.get("ds_config"), nodes)
+        cmd = launch_command(kind, nproc, str(rd.config), nodes)
         print("launching: " + " ".join(cmd), flush=True)
         code = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}).returncode
         if code != 0:
@@ -118,7 +118,7 @@ def run(run_dir: str, launcher: dict, nodes: Nodes | None = None) -> dict:
     return json.loads(rd.result.read_text())
 
 
-def launch_command(kind: str, nproc: int, config: str, ds_config: str | None, nodes: Nodes = Nodes()) -> list[str]:
+def launch_command(kind: str, nproc: int, config: str, nodes: Nodes = Nodes()) -> list[str]:
     """Ranks on this node: one node rendezvous on a free local port; several nodes meet on node 0's
     host through torchrun's static rendezvous (DeepSpeed's own launcher needs ssh / pdsh across
     nodes, so multi-node DeepSpeed ranks start under torchrun too and read the same environment)."""

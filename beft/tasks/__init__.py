@@ -5,9 +5,13 @@
     batch = task.collate(tokenizer, splits.train[:32], max_length=128)
     loss = task.loss(model, batch); preds = task.predict(model, batch)
     task.metrics(preds, examples)
+
+Every task provides the Task protocol (protocol.py); encoder tasks also HeadTask.
 """
 from beft.tasks.base import Splits, TaskDataError
 from beft.tasks.custom import label_maps
+from beft.tasks.protocol import HeadTask, Task
 from beft.tasks.registry import TASKS, get_task, known_task, task_for
 
-__all__ = ["TASKS", "Splits", "TaskDataError", "get_task", "known_task", "label_maps", "task_for"]
+__all__ = ["TASKS", "HeadTask", "Splits", "Task", "TaskDataError", "get_task", "known_task", "label_maps",
+           "task_for"]

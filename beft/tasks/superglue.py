@@ -9,63 +9,60 @@ from beft.tasks.data import get, label_index, read_jsonl, read_lines, where
 from beft.tasks.splits import DataSpec
 
 BOOL = (False, True)
+Reader = Callable[[Path, str], list[dict]]
 
 
-def fields_reader(keys: tuple[str, ...], labels: tuple) -> Callable[[Path, str], list[dict]]:
-    """Reader for flat records: copy `keys`, map 'label' to its index in `labels`."""
+def jsonl_reader(rows_of: Callable[[dict, str], list[dict]]) -> Reader:
+    """Reader for a JSONL file: each line's object (and its location, for errors) -> its rows."""
     def read(path: Path, rel: str) -> list[dict]:
-        out = []
-        for lineno, obj in read_jsonl(path, rel):
-            loc = where(rel, lineno)
-            row = {k: get(obj, k, loc) for k in keys}
-            row["label"] = label_index(get(obj, "label", loc), labels, loc)
-            out.append(row)
-        return out
+        return [row for lineno, obj in read_jsonl(path, rel)
+                for row in rows_of(obj, where(rel, lineno))]
     return read
 
 
-def read_wsc(path: Path, rel: str) -> list[dict]:
-    out = []
-    for lineno, obj in read_jsonl(path, rel):
-        loc = where(rel, lineno)
-        target = get(obj, "target", loc)
-        out.append({"text": get(obj, "text", loc), "span1_text": get(target, "span1_text", loc),
-                    "span2_text": get(target, "span2_text", loc),
-                    "label": label_index(get(obj, "label", loc), BOOL, loc)})
-    return out
+def fields_reader(keys: tuple[str, ...], labels: tuple) -> Reader:
+    """Reader for flat records: copy `keys`, map 'label' to its index in `labels`."""
+    def rows(obj: dict, loc: str) -> list[dict]:
+        row = {k: get(obj, k, loc) for k in keys}
+        row["label"] = label_index(get(obj, "label", loc), labels, loc)
+        return [row]
+    return jsonl_reader(rows)
 
 
-def read_multirc(path: Path, rel: str) -> list[dict]:
+def wsc_rows(obj: dict, loc: str) -> list[dict]:
+    target = get(obj, "target", loc)
+    return [{"text": get(obj, "text", loc), "span1_text": get(target, "span1_text", loc),
+             "span2_text": get(target, "span2_text", loc),
+             "label": label_index(get(obj, "label", loc), BOOL, loc)}]
+
+
+def multirc_rows(obj: dict, loc: str) -> list[dict]:
     """One row per (question, answer option); 'qid' is (passage idx, question idx)."""
-    out = []
-    for lineno, obj in read_jsonl(path, rel):
-        loc = where(rel, lineno)
-        passage = get(obj, "passage", loc)
-        for q in get(passage, "questions", loc):
-            for a in get(q, "answers", loc):
-                out.append({"passage": get(passage, "text", loc), "question": get(q, "question", loc),
-                            "answer": get(a, "text", loc), "qid": (obj.get("idx"), q.get("idx")),
-                            "label": label_index(get(a, "label", loc), (0, 1), loc)})
-    return out
+    passage = get(obj, "passage", loc)
+    return [{"passage": get(passage, "text", loc), "question": get(q, "question", loc),
+             "answer": get(a, "text", loc), "qid": (obj.get("idx"), q.get("idx")),
+             "label": label_index(get(a, "label", loc), (0, 1), loc)}
+            for q in get(passage, "questions", loc) for a in get(q, "answers", loc)]
 
 
-def read_record(path: Path, rel: str) -> list[dict]:
+def record_rows(obj: dict, loc: str) -> list[dict]:
     """One row per query; candidates are the passage's entities, answers the gold texts."""
+    passage = get(obj, "passage", loc)
+    text = get(passage, "text", loc)
+    ents = [text[get(e, "start", loc): get(e, "end", loc) + 1] for e in get(passage, "entities", loc)]
+    candidates = list(dict.fromkeys(ents))
     out = []
-    for lineno, obj in read_jsonl(path, rel):
-        loc = where(rel, lineno)
-        passage = get(obj, "passage", loc)
-        text = get(passage, "text", loc)
-        ents = [text[get(e, "start", loc): get(e, "end", loc) + 1] for e in get(passage, "entities", loc)]
-        candidates = list(dict.fromkeys(ents))
-        for qa in get(obj, "qas", loc):
-            answers = [get(a, "text", loc) for a in get(qa, "answers", loc)]
-            gold = [i for i, c in enumerate(candidates) if c in answers]
-            if not gold:
-                raise TaskDataError(f"{loc}: no answer of query {qa.get('idx')} is a passage entity")
-            out.append({"passage": text, "query": get(qa, "query", loc), "candidates": candidates,
-                        "answers": answers, "label": gold[0]})
+    for qa in get(obj, "qas", loc):
+        answers = [get(a, "text", loc) for a in get(qa, "answers", loc)]
+        gold = [i for i, c in enumerate(candidates) if c in answers]
+        if not gold:
+            raise TaskDataError(f"{loc}: no answer of query {qa.get('idx')} is a passage entity")
+        out.append({"passage": text, "query": get(qa, "query", loc), "candidates": candidates,
+                    "answers": answers, "label": gold[0]})
     return out
+
+
+read_wsc, read_multirc, read_record = map(jsonl_reader, (wsc_rows, multirc_rows, record_rows))
 
 
 def read_wic_original(path: Path, rel: str) -> list[dict]:
@@ -85,7 +82,7 @@ def read_wic_original(path: Path, rel: str) -> list[dict]:
     return out
 
 
-def sg(folder: str, read: Callable[[Path, str], list[dict]], group=None) -> DataSpec:
+def sg(folder: str, read: Reader, group=None) -> DataSpec:
     return DataSpec(f"superglue/{folder}/train.jsonl", f"superglue/{folder}/val.jsonl", read, group)
 
 

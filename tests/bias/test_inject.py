@@ -41,7 +41,7 @@ def test_added_bias_sized_from_layer_not_hidden_size(family):
         v = [s for s in sel.sites if s.targets == ["v"]][0]
         kv = model.config.num_key_value_heads * model.config.hidden_size // model.config.num_attention_heads
         assert v.module.out_features == kv < model.config.hidden_size
-        assert sel.counts(model)["per_target"]["v"] == kv * model.config.num_hidden_layers
+        assert sel.counts(model).per_target["v"] == kv * model.config.num_hidden_layers
 
 
 @pytest.mark.parametrize("family", TINY)
@@ -132,9 +132,9 @@ def test_all_includes_layer_norms_and_counts():
     assert any("LayerNorm" in n for n in sel.extra)
     c = sel.counts(model)
     native = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias") and not n.startswith("classifier"))
-    assert c["bias"] == native
-    assert c["head"] == sum(p.numel() for p in model.classifier.parameters())
-    assert c["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert c.bias == native
+    assert c.head == sum(p.numel() for p in model.classifier.parameters())
+    assert c.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def test_parse_targets():

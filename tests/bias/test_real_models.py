@@ -48,7 +48,7 @@ def test_smollm2_inventory_and_bit_identical_logits():
     with torch.no_grad():
         before = model(**x).logits
     sel = apply_bias(model, "v")
-    assert sel.counts(model)["bias"] == 5760
+    assert sel.counts(model).bias == 5760
     with torch.no_grad():
         after = model(**x).logits
     assert torch.equal(before, after)

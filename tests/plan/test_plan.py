@@ -48,11 +48,11 @@ def test_tiny_param_count_and_bias_targets(family):
     head = ["classifier"] if family in ("bert", "roberta") else []
     with torch.device("meta"):
         sel = apply_bias(model, "v", head=head)
-    assert trainable_params(a, Method.parse("bias", "v")) == sel.counts(model)["trainable"]
+    assert trainable_params(a, Method.parse("bias", "v")) == sel.counts(model).trainable
     fresh = _meta_model(tiny_config(family))
     with torch.device("meta"):
         sel_all = apply_bias(fresh, "all", head=head)
-    assert trainable_params(a, Method.parse("bitfit")) == sel_all.counts(fresh)["trainable"]
+    assert trainable_params(a, Method.parse("bitfit")) == sel_all.counts(fresh).trainable
 
 
 def test_known_published_counts():

@@ -38,14 +38,14 @@ def test_counts(kind, per_layer):
     # tiny BERT b_v: 64 -> 8 x 8; rank 1: LoRA/PiSSA 8 + 8, DoRA + 1 magnitude, VeRA 8 + rank 8
     _, _, _, rp = setup("bert", "v", kind)
     c = rp.counts(total=1000)
-    assert c["bias"] == c["per_target"]["v"] == 2 * per_layer and c["reparam"]["kind"] == kind
+    assert c.bias == c.per_target["v"] == 2 * per_layer and c.reparam["kind"] == kind
     assert sum(p.numel() for p in rp.params.values()) == 2 * per_layer
 
 
 def test_counts_gqa_and_rank():
     _, _, _, rp = setup("llama", "v", "lora", rank=2)             # b_v 2 kv heads x 16 = 32 -> 4 x 8
     assert rp.shapes["model.layers.0.self_attn.v_proj.bias"] == (4, 8)
-    assert rp.counts(1)["bias"] == 2 * 2 * (4 + 8)
+    assert rp.counts(1).bias == 2 * 2 * (4 + 8)
 
 
 @pytest.mark.parametrize("n,spec,shape", [(384, "auto", (16, 24)), (192, "auto", (12, 16)), (64, "auto", (8, 8)),

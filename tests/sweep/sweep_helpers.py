@@ -23,7 +23,7 @@ def tiny_bert(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def slurm():
-    from beft.backends.submitit_backend import sinfo_ok
+    from beft.sweep.submitit_exec import sinfo_ok
     if not sinfo_ok():
         pytest.skip("no SLURM: `sinfo` does not answer (start ../shared/tools/slurm-local/start.sh)")
 

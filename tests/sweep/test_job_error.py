@@ -5,7 +5,7 @@ import pickle
 import pytest
 import submitit
 
-from beft.backends.submitit_backend import job_error
+from beft.sweep.submitit_exec import job_error
 
 
 class Plant:

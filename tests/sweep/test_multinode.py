@@ -48,13 +48,13 @@ def test_a_node_outside_srun_is_a_clear_error():
 def test_multi_node_command_is_torchrun_with_a_static_rendezvous():
     nodes = worker.Nodes(count=2, rank=1, head="node1", port=23456)
     for kind in ("torchrun", "deepspeed"):
-        cmd = worker.launch_command(kind, 4, "cfg.yaml", "ds.json", nodes)
+        cmd = worker.launch_command(kind, 4, "cfg.yaml", nodes)
         assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
         flags = dict(zip(cmd[3:13:2], cmd[4:14:2]))
         assert flags == {"--nnodes": "2", "--node_rank": "1", "--master_addr": "node1", "--master_port": "23456",
                          "--nproc_per_node": "4"}
         assert cmd[-3:] == ["-m", "beft.sweep.worker", "cfg.yaml"]
-    assert "--standalone" in worker.launch_command("torchrun", 2, "cfg.yaml", None)
+    assert "--standalone" in worker.launch_command("torchrun", 2, "cfg.yaml")
 
 
 # ------------------------------------------------------------------ spec errors
