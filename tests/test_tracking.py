@@ -93,7 +93,8 @@ def test_wandb_resume_continues_the_same_run(tmp_path, monkeypatch):
     first = run_id(tmp_path / "a", None)
     assert (tmp_path / "a" / "wandb" / "run_id").read_text() == first
     assert run_id(tmp_path / "a", 3) == first
-    assert {p.name.rsplit("-", 1)[1] for p in (tmp_path / "a" / "wandb").glob("offline-run-*")} == {first}
+    saved = list((tmp_path / "a" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(saved) == 2 and {p.stem.removeprefix("run-") for p in saved} == {first}
     assert run_id(tmp_path / "b", None) != first
 
 
