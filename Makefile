@@ -1,4 +1,5 @@
 # make test: create .venv if missing, install CPU torch (when no GPU), the package and test deps, run pytest.
+# make test-fast: the inner loop, no multi-rank runs (marker dist) and no real models (marker slow).
 # make demo: train b_v of all-MiniLM-L6-v2 on SST-2 on the CPU (real model and data).
 SHELL := /bin/bash
 VENV ?= .venv
@@ -10,7 +11,7 @@ export BEFT_DATA_DIR
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install test demo inspect clean
+.PHONY: install test test-fast demo inspect clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +28,9 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not dist and not slow" tests
 
 demo: install
 	$(PY) launch/train.py model=minilm task=sst2 bias=v output_dir=runs/demo overwrite=true

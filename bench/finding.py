@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import Worker, pool, train_once  # noqa: E402
+from runner import Worker, pool, train_once
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import pool, train_once  # noqa: E402
+from runner import pool, train_once
 
 ROOT = Path(__file__).resolve().parents[1]
 ENC = {"model": "minilm", "task": "sst2", "regime": "low", "bias": "v", "batch_size": 16, "epochs": 2,

@@ -99,5 +99,4 @@ def pool(items: list, workers: int, fn: Callable, needs_worker: Callable[[object
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
-    sys.path.insert(0, str(ROOT))
     sys.exit(serve())

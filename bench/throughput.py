@@ -39,9 +39,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch  # noqa: E402  (after the environment above)
 
 SETTINGS = ["full", "bitfit", "bv", "peft_bv", "lora", "bv_ckpt", "bv_zo", "fwd", "fwd_eval"]
 LABELS = {"full": "full fine-tuning", "bitfit": "all biases (BitFit)", "bv": "b_v (beft)",

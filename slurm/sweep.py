@@ -9,12 +9,9 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from beft.cli import run  # noqa: E402
-from beft.sweep.cli import main  # noqa: E402
+from beft.cli import run
+from beft.sweep.cli import main
 
 if __name__ == "__main__":
     run(main, sys.argv[1:])

@@ -1,12 +1,11 @@
 """launch/inventory.py: bad options are one line on stderr naming the key, exit 2, no traceback
 (checked before any model is built, so no model package is needed)."""
 import importlib.util
-import subprocess
-import sys
 
 import pytest
 
 from beft.cli import run
+from inprocess import run_main
 from paths import ROOT
 
 _spec = importlib.util.spec_from_file_location("launch_inventory", ROOT / "launch" / "inventory.py")
@@ -29,8 +28,7 @@ def test_bad_option_is_one_line_naming_the_key(capsys, key, argv):
 
 def test_unknown_model_and_missing_model_argument():
     def cli(*argv):
-        out = subprocess.run([sys.executable, str(ROOT / "launch" / "inventory.py"), *argv], capture_output=True,
-                             text=True, timeout=300)
+        out = run_main(INVENTORY.main, argv)
         assert out.returncode == 2 and len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
         return out.stderr
     err = cli("beft-no-such-model", "bias=v")

@@ -20,7 +20,7 @@ def _fill(model, ckpt, keys):
     model.tie_weights()
 
 
-@pytest.mark.parametrize("family", FAMILIES + ["minilm"])
+@pytest.mark.parametrize("family", FAMILIES + [pytest.param("minilm", marks=pytest.mark.slow)])
 def test_empty_build_then_fill_equals_from_pretrained(family, tmp_path):
     """Every tensor and buffer equal, the new head drawn exactly as from_pretrained draws it (same
     seed): 2 sharded ranks start where one process does. GPT-NeoX's checkpoint names its LM head

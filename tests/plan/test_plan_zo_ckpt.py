@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from beft.plan import Method, Setup, load_arch, outer_params, plan, trainable_params
+from inprocess import run_script
 from paths import ROOT
 
 BV = Method.parse("bias", "v")
@@ -121,8 +120,8 @@ def test_zo_sharded_first_order_head_is_full_on_every_rank():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "launch" / "plan.py"), *args], capture_output=True,
-                          text=True, cwd=str(ROOT), timeout=120)
+    """launch/plan.py ARGS, in this process."""
+    return run_script(ROOT / "launch" / "plan.py", args, cwd=ROOT)
 
 
 def test_cli_zo_and_ckpt():

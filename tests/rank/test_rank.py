@@ -151,26 +151,25 @@ def test_auto_target_errors(tmp_path):
 
 def test_rank_cli_then_bias_auto(tiny_dirs, need_data, tmp_path):
     """launch/rank.py: bitfit fine-tune + ranking through the normal loop; then bias=auto trains its pick."""
+    from inprocess import run_script
     from train_helpers import launch, base_args, result, ROOT
-    import subprocess, sys, os
+
+    def rank(*argv):   # launch/rank.py ARGS, in this process
+        return run_script(ROOT / "launch" / "rank.py", argv, env=env, cwd=ROOT)
     out = tmp_path / "rank"
     args = base_args(tiny_dirs["bert"], out, epochs=1, **{"data.n_train": 32, "data.n_eval": 16})
-    env = {**os.environ, "BEFT_DATA_DIR": str(DATA_DIR), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, str(ROOT / "launch" / "rank.py")] + args, capture_output=True, text=True,
-                       env=env, cwd=str(ROOT), timeout=600)
+    env = {"BEFT_DATA_DIR": str(DATA_DIR), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    p = rank(*args)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "top of q/k/v" in p.stdout and (out / "ranking.png").is_file() and (out / "result.json").is_file()
     picked = json.loads((out / "ranking.json").read_text())["selected"]
     assert result(out)["method"] == "bitfit"
-    p = subprocess.run([sys.executable, str(ROOT / "launch" / "rank.py"), f"from_run={out}",
-                        f"output_dir={tmp_path / 'again'}", "rank.measure=magnitude"],
-                       capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=600)
+    p = rank(f"from_run={out}", f"output_dir={tmp_path / 'again'}", "rank.measure=magnitude")
     assert p.returncode == 0, p.stderr[-3000:]
     again = json.loads((tmp_path / "again" / "ranking.json").read_text())
     assert again["measure"] == "magnitude" and again["selected"] == again["measures"]["magnitude"]["top_qkv"]
     fig = tmp_path / "fig.png"
-    p = subprocess.run([sys.executable, str(ROOT / "launch" / "rank.py"), "--figure", str(fig), str(out),
-                        str(tmp_path / "again")], capture_output=True, text=True, env=env, cwd=str(ROOT))
+    p = rank("--figure", fig, out, tmp_path / "again")
     assert p.returncode == 0 and fig.is_file()
     run2 = tmp_path / "auto"
     p = launch(base_args(tiny_dirs["bert"], run2, bias="auto", rank_from=out, epochs=1))
@@ -178,8 +177,7 @@ def test_rank_cli_then_bias_auto(tiny_dirs, need_data, tmp_path):
     assert result(run2)["bias"] == picked
     # ranking a one-target run would only "rank" that target; a bare --recipe must not start a default run
     for bad, says in (([f"from_run={run2}"], "all-bias fine-tune"), (["--recipe"], "--recipe needs a file")):
-        p = subprocess.run([sys.executable, str(ROOT / "launch" / "rank.py"), *bad], capture_output=True, text=True,
-                           env=env, cwd=str(ROOT), timeout=600)
+        p = rank(*bad)
         assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
 
 

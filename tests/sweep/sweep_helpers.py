@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inprocess import run_script
 from paths import DATA_DIR, ROOT
 from tiny import save_tiny
 
@@ -47,6 +48,9 @@ def tiny_spec(tmp_path: Path, model: str, name: str = "tiny", tasks=("sst2", "rt
 
 
 def sweep(*args, timeout=300) -> subprocess.CompletedProcess:
+    """slurm/sweep.py ARGS; a --dry-run (it starts nothing) in this process."""
+    if "--dry-run" in args:
+        return run_script(SWEEP[1], args, cwd=ROOT)
     return subprocess.run(SWEEP + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
                           cwd=str(ROOT))
 

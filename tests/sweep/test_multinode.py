@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,9 +16,7 @@ from beft.sweep.spec import SpecError, load_spec
 from paths import DATA_DIR, ROOT
 from ports import free_port
 from sweep_helpers import jobs, sweep, tiny_spec, wait_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from train_helpers import assert_runs_agree, base_args, need_data, reference, result, tiny_dirs  # noqa: E402,F401
+from train_helpers import assert_runs_agree, base_args, need_data, reference, result, tiny_dirs  # noqa: F401
 
 
 # ------------------------------------------------------------------ where the ranks meet

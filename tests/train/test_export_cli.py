@@ -1,12 +1,11 @@
 """A run's adapter -> peft folder and merged checkpoint through launch/export.py."""
 import shutil
-import subprocess
-import sys
 
 import torch
 import transformers as tf
 
 from beft.bias.adapter import load_adapter
+from inprocess import run_script
 from paths import ROOT
 from train_helpers import base_args, launch
 
@@ -21,8 +20,7 @@ def test_export_peft_and_merge_from_a_run(tiny_dirs, need_data, tmp_path):
     with torch.no_grad():
         want = ref(input_ids=ids).logits
     for kind in ("peft", "merge"):
-        r = subprocess.run([sys.executable, str(ROOT / "launch" / "export.py"), str(out), f"{kind}={tmp_path / kind}"],
-                           capture_output=True, text=True, timeout=300)
+        r = _export(out, f"{kind}={tmp_path / kind}")
         assert r.returncode == 0, r.stderr
     plain = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "merge").eval()
     import peft
@@ -31,14 +29,13 @@ def test_export_peft_and_merge_from_a_run(tiny_dirs, need_data, tmp_path):
     with torch.no_grad():
         assert torch.equal(plain(input_ids=ids).logits, want)
         assert (pm(input_ids=ids).logits - want).abs().max() <= 1e-5
-    r = subprocess.run([sys.executable, str(ROOT / "launch" / "export.py"), str(out), "peft=a", "merge=b"],
-                       capture_output=True, text=True, timeout=300)
+    r = _export(out, "peft=a", "merge=b")
     assert r.returncode == 2 and "exactly one of" in r.stderr
 
 
 def _export(*args):
-    return subprocess.run([sys.executable, str(ROOT / "launch" / "export.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    """launch/export.py ARGS, in this process."""
+    return run_script(ROOT / "launch" / "export.py", args)
 
 
 def _snapshot(folder):

@@ -24,6 +24,7 @@ def minilm_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow   # trains the real MiniLM (minilm_run)
 def test_adapter_records_the_short_name_and_the_config_hash(minilm_run):
     import hashlib
     from pathlib import Path
@@ -35,6 +36,7 @@ def test_adapter_records_the_short_name_and_the_config_hash(minilm_run):
         assert meta["base_config_sha256"] == hashlib.sha256(config).hexdigest()
 
 
+@pytest.mark.slow
 def test_peft_export_names_the_base_as_given(minilm_run, tmp_path, capsys):
     assert export([str(minilm_run), f"peft={tmp_path / 'peft'}"]) == 0
     cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
@@ -42,6 +44,7 @@ def test_peft_export_names_the_base_as_given(minilm_run, tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_different_base_under_the_recorded_name_warns(minilm_run, tmp_path, capsys):
     from tiny import save_tiny
     other = save_tiny("bert", tmp_path / "other")   # same family, other config: a different model

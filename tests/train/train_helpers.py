@@ -1,13 +1,13 @@
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from inprocess import needs_process, run_main
 from paths import DATA_DIR, ROOT
 from ports import free_port
 from tiny import save_tiny
@@ -44,7 +44,13 @@ def base_args(model, out, **kw):
 def launch(args, launcher="python", env=None, timeout=900, script=None):
     """Run launch/train.py (or `script`, which parses the same arguments) the way a user would;
     returns CompletedProcess, with .port the rendezvous port of a 2-rank launcher (a free one: runs
-    started together must not share the default 29500)."""
+    started together must not share the default 29500). One process with neither a script nor fault
+    injection: the same entry in this process (inprocess.run_main), no new Python."""
+    e = {"BEFT_DATA_DIR": str(DATA_DIR), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
+         **(env or {})}
+    if launcher == "python" and script is None and not needs_process(env):
+        from beft.commands.train import main
+        return run_main(main, args, env=e, cwd=ROOT, argv0=str(ROOT / "launch" / "train.py"))
     script = str(script or ROOT / "launch" / "train.py")
     port = None if launcher == "python" else free_port()
     if launcher == "python":
@@ -61,9 +67,8 @@ def launch(args, launcher="python", env=None, timeout=900, script=None):
                "--main_process_port", str(port), script]
     else:
         raise ValueError(launcher)
-    e = {**os.environ, "BEFT_DATA_DIR": str(DATA_DIR), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-         "DS_ACCELERATOR": "cpu", **(env or {})}
-    p = subprocess.run(cmd + args, capture_output=True, text=True, timeout=timeout, env=e, cwd=str(ROOT))
+    p = subprocess.run(cmd + args, capture_output=True, text=True, timeout=timeout, env={**os.environ, **e},
+                       cwd=str(ROOT))
     p.port = port
     return p
 
