@@ -214,8 +214,8 @@ class Trainer:
     def _build_zo(self):
         """Forward-only training of the selected biases (or their reparametrisation); a new task
         head either trains by backpropagation through the head alone on gathered copies
-        (zo.head=first_order, beft/zo_head.py, every backend) or stays frozen."""
-        from .zo import ZOOptimizer
+        (zo.head=first_order, beft/zo/head.py, every backend) or stays frozen."""
+        from .zo.estimator import ZOOptimizer
         cfg = self.cfg
         head = set(self.selection.head) if self.selection is not None else set()
         head_names = [n for n in self.params if n in head]
@@ -229,8 +229,8 @@ class Trainer:
                                     "score with the LM head); drop zo.probe")
         self.gathered_head = None
         if self.zo_head or cfg.zo.probe:   # the new head trains (or is probed) first-order on gathered copies
-            from .probe import head_module, head_root
-            from .zo_head import GatheredHead
+            from .zo.probe import head_module, head_root
+            from .zo.head import GatheredHead
             try:
                 root = head_root(head_names)
             except ValueError as e:   # e.g. DeBERTa-v2: a new pooler and classifier
@@ -240,7 +240,7 @@ class Trainer:
                                               self.head_lr, self.lr_fn)
         bases = None
         if cfg.zo.subspace:
-            from .zo_subspace import value_bases
+            from .zo.subspace import value_bases
             try:
                 found = value_bases(self.model, biases, cfg.zo.subspace, self.backend.full_state, cfg.bias_patterns)
             except ValueError as e:
@@ -353,7 +353,7 @@ class Trainer:
         """zo.probe: fit the new head on frozen features before the first ZO step. Each rank
         records the head inputs of its share of the training set (equal shares, so every rank
         runs the same number of forwards; up to world - 1 examples left out)."""
-        from .probe import head_inputs
+        from .zo.probe import head_inputs
         cfg, world = self.cfg, dist.world_size()
         n = len(self.splits.train) // world * world
         mine = list(range(n))[dist.rank()::world]

@@ -4,7 +4,7 @@ import torch
 
 from beft.config import load_config
 from beft.train import Trainer
-from beft.zo import ZOOptimizer, perturbation
+from beft.zo.estimator import ZOOptimizer, perturbation
 from train_helpers import BATCH, DATA_DIR, ZO_FACTOR, adapter, assert_runs_agree, base_args, launch, result
 
 ZO = {"optim.kind": "zo", "zo.update": "adam", "lr": "1e-2", "zo.perturb": "example"}
@@ -162,12 +162,12 @@ def test_fused_qkv_moves_only_the_selected_slice(perturb, need_data, tmp_path):
 def test_head_in_two_modules_is_a_clear_error(tiny_dirs, need_data, tmp_path, monkeypatch):
     """A new head spread over two modules (DeBERTa-v2: pooler + classifier) cannot train on
     gathered copies: one line naming the fix, not a traceback from deep inside."""
-    import beft.probe
+    import beft.zo.probe
     from beft.train import TrainingError
 
     def two_roots(head):
         raise ValueError("a first-order or probed head must be one module; the new tensors are under ['classifier', 'pooler']")
-    monkeypatch.setattr(beft.probe, "head_root", two_roots)
+    monkeypatch.setattr(beft.zo.probe, "head_root", two_roots)
     with pytest.raises(TrainingError, match="use zo.head=freeze"):
         _trainer(tiny_dirs["bert"], tmp_path / "run", "sst2")
 

@@ -123,9 +123,9 @@ def test_gathered_head_fits_cached_features():
     import types
     import torch
     from beft.config import TrainConfig
-    from beft.probe import head_module
-    from beft.zo import direct
-    from beft.zo_head import GatheredHead
+    from beft.zo.probe import head_module
+    from beft.zo.estimator import direct
+    from beft.zo.head import GatheredHead
     torch.manual_seed(0)
     x = torch.randn(200, 8)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()                 # linearly separable
