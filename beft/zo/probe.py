@@ -9,8 +9,6 @@ evaluation of the training set; its time is reported so that equal-time comparis
 """
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
