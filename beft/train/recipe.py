@@ -28,11 +28,11 @@ from ..models import base_identity, resolve_arch
 from ..models import load_config as load_model_config
 from ..outputs import RunDir, atomic_write_json, atomic_write_text
 from ..tasks import label_maps, task_for
-from . import checks, hooks
+from . import checkpoint, checks, hooks
 from . import step as steps
 from .errors import TrainingError
 from .optim import lr_lambda, optimizer_builder
-from .report import done_line, memory_report, progress
+from .report import done_line, memory_report, progress, result_record
 from .state import TrainState
 
 
@@ -283,23 +283,8 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Trainable parameters, optimizer, scheduler, RNG and data position; never the frozen base."""
-        final = self.run_dir.last_checkpoint
-        tmp = final.with_name("last.tmp")
-        if self.rank0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        dist.barrier()
-        st = self.state
-        st.step_state = self.step.state_dict()
-        self.backend.save_checkpoint(tmp, self.params, st.to_dict())
-        dist.barrier()
-        if self.rank0:   # the config that trained it (beft/resume.py) and the log lines it has seen
-            atomic_write_text(tmp / "config.yaml", dump_config(self.cfg))
-            atomic_write_json(tmp / "meta.json", {"step": st.step, "epoch": st.checkpoint_epoch,
-                                                  "metrics_lines": self.run_dir.metrics_lines()})
-            hooks.point("checkpoint", st.step)
-            self.run_dir.commit_checkpoint(tmp)
-        dist.barrier()
+        self.state.step_state = self.step.state_dict()
+        checkpoint.save(self.run_dir, self.backend, self.params, self.state, self.cfg, self.rank0)
 
     def _save_adapter(self, directory: Path, state: dict) -> None:
         if self.method.adapter_state is not None:   # e.g. reparametrised: write b_0 + delta
@@ -327,16 +312,8 @@ class Trainer:
             final = st.evals[-1] if st.evals else None
             warnings = health.loss_warnings(st.first_loss, [r["loss"] for r in self.run_dir.records() if "loss" in r]) \
                 + health.baseline_warnings(self.task, self.splits.eval, final)
-            result = {"status": "finished", "final": final,
-                      "best": st.best, "best_epoch": st.best_epoch, "main_metric": self.task.main_metric,
-                      "trainable": self.counts, "steps": st.step, "wall_time_s": round(st.train_seconds, 2),
-                      "world_size": dist.world_size(), "backend": self.backend.kind, "sharding_rank0": shards,
-                      "memory": memory, "model": cfg.model,
-                      "task": cfg.task, "arch": self.arch, "method": cfg.method, "bias": cfg.bias, "seed": cfg.seed,
-                      "n_train": len(self.splits.train), "n_eval": len(self.splits.eval),
-                      "notes": self.splits.notes, "beft_version": __version__,
-                      **({"probe": st.probe} if st.probe else {}),
-                      "resumes": st.resumes or [], "warnings": warnings}
+            result = result_record(cfg, st, task=self.task, splits=self.splits, arch=self.arch, counts=self.counts,
+                                   backend=self.backend.kind, shards=shards, memory=memory, warnings=warnings)
             atomic_write_json(self.run_dir.result, result)   # last: its presence means finished
             self.trackers.close()
             print(done_line(result, self.run_dir.path, cfg.report_to, self.selection is not None, warnings), flush=True)

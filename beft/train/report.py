@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from .. import __version__
 from ..backends import dist
 
 
@@ -41,3 +42,16 @@ def memory_report(memory, setup_seconds: float) -> dict:
     slots = dist.sum_tensors([slots])[0]
     return {**{k: [round(float(x), 3) for x in row] for k, row in zip(keys, slots)},
             "setup_s": round(setup_seconds, 2)}
+
+
+def result_record(cfg, st, *, task, splits, arch: str, counts: dict, backend: str, shards: dict, memory: dict,
+                  warnings: list[str]) -> dict:
+    """result.json of a finished run (st: its TrainState)."""
+    return {"status": "finished", "final": st.evals[-1] if st.evals else None,
+            "best": st.best, "best_epoch": st.best_epoch, "main_metric": task.main_metric,
+            "trainable": counts, "steps": st.step, "wall_time_s": round(st.train_seconds, 2),
+            "world_size": dist.world_size(), "backend": backend, "sharding_rank0": shards, "memory": memory,
+            "model": cfg.model, "task": cfg.task, "arch": arch, "method": cfg.method, "bias": cfg.bias,
+            "seed": cfg.seed, "n_train": len(splits.train), "n_eval": len(splits.eval), "notes": splits.notes,
+            "beft_version": __version__, **({"probe": st.probe} if st.probe else {}),
+            "resumes": st.resumes or [], "warnings": warnings}
