@@ -340,7 +340,7 @@ class Setup:
     batch: int = 1              # per-GPU micro batch
     seq: int = 512
     kernel: str = "flash"       # attention kernel: flash (GPU sdpa) or math (eager; CPU sdpa with dropout)
-    optim: str = "adamw"        # adamw (backpropagation) | zo (forward passes only: beft/zo.py)
+    optim: str = "adamw"        # adamw (backpropagation) | zo (forward passes only: beft/zo/estimator.py)
     zo_update: str = "sgd"      # zo: sgd | adam (moments over the trained biases)
     zo_head: str = "first_order"  # zo with a new encoder head: first_order (backprop into the head) | freeze
     ckpt: bool = False          # activation checkpointing (first-order only)

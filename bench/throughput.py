@@ -11,8 +11,8 @@ floors, on all-MiniLM-L6-v2 and a SmolLM2-135M-shaped LLaMA (CPU, fp32).
 
 Settings: full, bitfit, bv, peft_bv, lora (first-order, AdamW); bv_ckpt (b_v, activation
 checkpointing as `activation_checkpointing=true` sets it: non-reentrant, every layer); bv_zo (one
-ZO step on the b_v biases alone: beft.zo.ZOOptimizer, n=1, eps 1e-3, Adam update, two no-grad
-forwards in eval mode, as beft/train.py's zo_step runs them; a new head stays frozen here, where
+ZO step on the b_v biases alone: beft.zo.estimator.ZOOptimizer, n=1, eps 1e-3, Adam update, two no-grad
+forwards in eval mode, as beft/zo/step.py's ZOStep runs them; a new head stays frozen here, where
 the training loop's default zo.head=first_order adds a forward + head backward); fwd (train mode,
 no_grad) and fwd_eval (eval mode, no_grad: the forward a ZO step runs twice).
 
@@ -111,7 +111,7 @@ def make_step(model, params, batch, setting):
                 model(**batch)
         return step
     if setting == "bv_zo":
-        from beft.zo import ZOOptimizer
+        from beft.zo.estimator import ZOOptimizer
         zo = ZOOptimizer(params, lr=1e-3, eps=1e-3, n=1, update="adam")
         count = iter(range(10**9))
 

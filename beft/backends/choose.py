@@ -80,3 +80,20 @@ def choose(cfg, env=os.environ) -> None:
             cfg.activation_checkpointing = True
     elif cfg.backend == "local" and int(env.get("WORLD_SIZE", "1")) > 1:
         cfg.backend = "ddp"
+
+
+def make_backend(cfg):
+    """The backend the launch and the config ask for (beft/backends/protocol.py's Backend)."""
+    choose(cfg)   # the launcher's environment (torchrun, accelerate) may pick ddp / fsdp / deepspeed
+    cfg.validate()
+    if cfg.backend == "ddp":
+        from .ddp import DDPBackend
+        return DDPBackend(cfg)
+    if cfg.backend == "deepspeed":
+        from .deepspeed import DeepSpeedBackend
+        return DeepSpeedBackend(cfg)
+    if cfg.backend == "fsdp":
+        from .fsdp import FSDPBackend
+        return FSDPBackend(cfg)
+    from .local import LocalBackend
+    return LocalBackend(cfg)

@@ -18,7 +18,9 @@ from .local import LocalBackend, rank_file, rng_state, set_rng_state
 
 
 class DDPBackend(LocalBackend):
-    name = "ddp"
+    kind = "ddp"
+    title = "DDP"
+    evaluates_alone = False
 
     def prepare(self, model, params: dict[str, torch.Tensor], build_optim) -> dict:
         params = super().prepare(model, params, build_optim)

@@ -29,8 +29,23 @@ def unlink_cpu_allreduce_buffer() -> None:
 
 
 class DeepSpeedBackend(LocalBackend):
-    name = "deepspeed"
+    kind = "deepspeed"
     replicated = False   # shards or master copies: in-place edits of the trained tensors do not stick
+    evaluates_alone = False
+    stage = 0   # the ZeRO stage, read from the JSON in load_model
+
+    @property
+    def title(self) -> str:
+        return f"DeepSpeed ZeRO-{self.stage}" if self.stage else "DeepSpeed"
+
+    @property
+    def shards_parameters(self) -> bool:
+        return self.stage == 3
+
+    @staticmethod
+    def start_group() -> None:
+        import deepspeed
+        deepspeed.init_distributed(dist_backend=dist.comm_backend(), timeout=dist.TIMEOUT)
 
     def init(self) -> None:
         check_launcher(self.cfg.deepspeed_config)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -62,15 +63,19 @@ def comm_backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
-def init(backend_name: str) -> None:
-    """Start the process group (if launched with several ranks) and check the launcher agrees."""
+TIMEOUT = timedelta(minutes=30)
+
+
+def start_group() -> None:
+    dist.init_process_group(comm_backend(), timeout=TIMEOUT)
+
+
+def init(start: Callable[[], None] = start_group) -> None:
+    """Start the process group with `start` (if launched with several ranks; the backend says how)
+    and check the launcher agrees."""
     want = env_world_size()
     if want > 1 and not dist.is_initialized():
-        if backend_name == "deepspeed":
-            import deepspeed
-            deepspeed.init_distributed(dist_backend=comm_backend(), timeout=timedelta(minutes=30))
-        else:
-            dist.init_process_group(comm_backend(), timeout=timedelta(minutes=30))
+        start()
     have = dist.get_world_size() if dist.is_initialized() else 1
     if have != want:
         raise RuntimeError(

@@ -34,8 +34,11 @@ def _units(model: nn.Module) -> list[nn.Module]:
 
 
 class FSDPBackend(LocalBackend):
-    name = "fsdp"
+    kind = "fsdp"
+    title = "FSDP2"
     replicated = False   # shards or master copies: in-place edits of the trained tensors do not stick
+    shards_parameters = True
+    evaluates_alone = False
 
     def init(self) -> None:
         super().init()

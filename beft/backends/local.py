@@ -11,8 +11,12 @@ from . import dist
 
 
 class LocalBackend:
-    name = "local"
+    """Satisfies beft/backends/protocol.py's Backend."""
+    kind = "local"
+    title = "one process"
     replicated = True   # each rank holds the whole model: the loop may edit trained tensors in place
+    shards_parameters = False
+    evaluates_alone = True   # a method that only evaluates needs no optimizer
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -20,10 +24,11 @@ class LocalBackend:
         self.optimizer = None
         self.scheduler = None
         self.base_dtype = torch.float32
+        self.device = torch.device("cpu")
 
     # -- lifecycle -------------------------------------------------------------------------
     def init(self) -> None:
-        dist.init(self.name)   # several ranks and nothing asked: beft/backends/choose.py picked ddp
+        dist.init(self.start_group)   # several ranks and nothing asked: beft/backends/choose.py picked ddp
         self.rank, self.world_size, self.device = dist.rank(), dist.world_size(), dist.device()
 
     def load_model(self, name: str, arch: str, *, num_labels: int | None = None,
@@ -85,6 +90,14 @@ class LocalBackend:
     def full_access(self, params: list[torch.Tensor]):
         """(full tensors, sync): edit the full tensors in place, then sync() so the model sees them."""
         yield params, lambda: None
+
+    @staticmethod
+    def start_group() -> None:
+        """Start the process group of several ranks (DeepSpeed starts its own)."""
+        dist.start_group()
+
+    def fill_initial(self, selection) -> None:
+        """b_0 of each trained bias where the local tensors do not hold it (ZeRO-3); here they do."""
 
     def after_step(self, restore, selection) -> None:
         """Run the method's after-step hook (restore the unselected slices of fused biases that

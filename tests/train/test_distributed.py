@@ -7,7 +7,7 @@ import torch
 
 import pytest
 
-from train_helpers import adapter, assert_runs_agree, base_args, launch, result, shm_buffers
+from train_helpers import FAULT_ENTRY, adapter, assert_runs_agree, base_args, launch, result, shm_buffers
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 LAUNCHERS = ["deepspeed:zero2", "deepspeed:zero3", "deepspeed:zero3_offload", "fsdp"]
@@ -41,7 +41,7 @@ def test_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_path):
 def test_two_rank_kill_and_resume(launcher, tiny_dirs, need_data, tmp_path):
     args = lambda out: base_args(tiny_dirs["bert_dropout"], out, **{"checkpoint.every_steps": 3, "resume": "true"})
     assert launch(args(tmp_path / "a"), launcher=launcher).returncode == 0
-    p = launch(args(tmp_path / "b"), launcher=launcher, env={"BEFT_KILL_AFTER_STEP": "11"})
+    p = launch(args(tmp_path / "b"), launcher=launcher, env={"BEFT_KILL_AT": "step:11"}, script=FAULT_ENTRY)
     assert p.returncode != 0 and not (tmp_path / "b" / "result.json").exists()
     assert json.loads((tmp_path / "b/checkpoints/last/meta.json").read_text())["step"] == 9
     p = launch(args(tmp_path / "b"), launcher=launcher)
@@ -54,7 +54,7 @@ def test_two_rank_kill_and_resume(launcher, tiny_dirs, need_data, tmp_path):
 def test_sigterm_on_one_rank_stops_all_at_the_same_step(launcher, tiny_dirs, need_data, tmp_path):
     """Only the last rank gets SIGTERM; the flag is all-reduced, so every rank checkpoints step 11 and exits."""
     args = lambda out: base_args(tiny_dirs["bert"], out, **{"checkpoint.every_steps": 5, "resume": "true"})
-    p = launch(args(tmp_path / "b"), launcher=launcher, env={"BEFT_TERM_AFTER_STEP": "11"}, timeout=300)
+    p = launch(args(tmp_path / "b"), launcher=launcher, env={"BEFT_TERM_AFTER_STEP": "11"}, script=FAULT_ENTRY, timeout=300)
     assert p.returncode != 0 and "after step 11" in p.stderr, (p.stdout + p.stderr)[-3000:]
     assert json.loads((tmp_path / "b/checkpoints/last/meta.json").read_text())["step"] == 11
     p = launch(args(tmp_path / "b"), launcher=launcher)

@@ -11,7 +11,7 @@ def test_world_size_disagreement_is_an_error(monkeypatch):
     monkeypatch.setattr(dist.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist.dist, "get_world_size", lambda: 1)
     with pytest.raises(RuntimeError, match="launcher started 2 processes but the process group has 1"):
-        dist.init("fsdp")
+        dist.init()
 
 
 def test_full_disk_fails_early(monkeypatch, tmp_path):

@@ -1,19 +1,19 @@
 """A kill at any moment, then resume=true: the run finishes whatever was left (training, the final
 evaluation, the best adapter, result.json) and ends exactly as the uninterrupted run (adapters
-bit-equal, the same metrics.jsonl records but their timings). In-process: beft.faults.kill raises
-instead of SIGKILL; one case kills for real in a subprocess."""
+bit-equal, the same metrics.jsonl records but their timings). In-process: a function subscribed to the
+loop's point (beft/train/hooks.py) raises instead of SIGKILL; one case kills for real in a subprocess."""
 import json
 import signal
 
 import pytest
 
-import beft.faults
-import beft.train
+from beft import stop
 from beft.config import load_config
-from beft.train import Trainer
+from beft.train import Trainer, hooks
 
+from fault_entry import at, sigterm_last_rank
 from paths import DATA_DIR
-from train_helpers import adapter, launch, max_diff, result
+from train_helpers import FAULT_ENTRY, adapter, launch, max_diff, result
 
 # 8 steps per epoch, max_steps cuts epoch 1 after 6 steps: checkpoints at 2, 4, 6, 8 (epoch end,
 # after its evaluation), 10, 12 and 14 (mid-epoch, so before the final evaluation)
@@ -22,7 +22,7 @@ ARGS = {"task": "sst2", "bias": "v", "data.n_train": 64, "data.n_eval": 32, "epo
         "checkpoint.every_steps": 2, "resume": "true", "data_dir": str(DATA_DIR)}
 TIMINGS = ("examples_per_s", "tokens_per_s")
 
-KILLS = {   # BEFT_KILL_AT -> the checkpoint step the resumed run starts from (None: none, it starts over)
+KILLS = {   # the loop's point -> the checkpoint step the resumed run starts from (None: none, it starts over)
     "step:1": None,          # before the first checkpoint (metrics.jsonl held [1, 1, 2, ...] after resuming)
     "step:11": 10,           # mid-epoch
     "checkpoint:12": 10,     # checkpoint 12 written to last.tmp, not committed
@@ -75,12 +75,9 @@ def assert_same_run(out, ref):
 def test_kill_anywhere_then_resume_finishes_as_uninterrupted(point, reference, tiny_dirs, tmp_path, monkeypatch,
                                                              capsys):
     out = tmp_path / "run"
-    monkeypatch.setattr(beft.faults, "kill", _raise)
-    monkeypatch.setenv("BEFT_KILL_AT", point)
-    with pytest.raises(Killed):
+    with hooks.subscribed(at(point, _raise)), pytest.raises(Killed):
         train(tiny_dirs["bert_dropout"], out)
     assert not (out / "result.json").exists()
-    monkeypatch.delenv("BEFT_KILL_AT")
     capsys.readouterr()
     train(tiny_dirs["bert_dropout"], out)
     start = KILLS[point]
@@ -93,10 +90,8 @@ def test_kill_anywhere_then_resume_finishes_as_uninterrupted(point, reference, t
 def test_sigterm_at_the_last_step_then_resume(reference, tiny_dirs, tmp_path, monkeypatch):
     """SIGTERM after the last step checkpoints step 14 before the final evaluation; the resume evaluates."""
     out = tmp_path / "run"
-    monkeypatch.setattr(beft.train, "_TERM_AFTER_STEP", 14)
-    with pytest.raises(beft.train.stop.Stopped, match="after step 14"):
+    with hooks.subscribed(at("stepped:14", sigterm_last_rank)), pytest.raises(stop.Stopped, match="after step 14"):
         train(tiny_dirs["bert_dropout"], out)
-    monkeypatch.setattr(beft.train, "_TERM_AFTER_STEP", 0)
     train(tiny_dirs["bert_dropout"], out)
     assert_same_run(out, reference)
 
@@ -105,7 +100,7 @@ def test_sigkill_during_the_final_evaluation(reference, tiny_dirs, tmp_path):
     """The issue's repro with a real SIGKILL: checkpoint 14 is on disk, the final evaluation is not."""
     out = tmp_path / "run"
     args = [f"{k}={v}" for k, v in {**ARGS, "model": tiny_dirs["bert_dropout"], "output_dir": out}.items()]
-    p = launch(args, env={"BEFT_KILL_AT": "eval:14"})
+    p = launch(args, env={"BEFT_KILL_AT": "eval:14"}, script=FAULT_ENTRY)
     assert p.returncode == -signal.SIGKILL and not (out / "result.json").exists(), p.stderr[-2000:]
     assert json.loads((out / "checkpoints/last/meta.json").read_text())["step"] == 14
     train(tiny_dirs["bert_dropout"], out)

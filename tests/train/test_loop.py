@@ -64,7 +64,7 @@ def test_nan_loss_stops_with_step(tiny_dirs, need_data, tmp_path):
 def test_kill_and_resume_is_bitwise(tiny_dirs, need_data, tmp_path):
     args = lambda out: base_args(tiny_dirs["bert_dropout"], out, **{"checkpoint.every_steps": 3, "resume": "true"})
     assert launch(args(tmp_path / "a")).returncode == 0
-    p = launch(args(tmp_path / "b"), env={"BEFT_KILL_AFTER_STEP": "11"})
+    p = launch(args(tmp_path / "b"), env={"BEFT_KILL_AT": "step:11"}, script=FAULT_ENTRY)
     assert p.returncode != 0 and not (tmp_path / "b" / "result.json").exists()
     assert json.loads((tmp_path / "b/checkpoints/last/meta.json").read_text())["step"] == 9
     p = launch(args(tmp_path / "b"))
@@ -107,7 +107,7 @@ def test_sigterm_checkpoints_at_that_step_and_resumes_bitwise(tiny_dirs, need_da
     at that step (not the older periodic one), exit 143, resume to the uninterrupted result."""
     args = lambda out: base_args(tiny_dirs["bert_dropout"], out, **{"checkpoint.every_steps": 3, "resume": "true"})
     assert launch(args(tmp_path / "a")).returncode == 0
-    p = launch(args(tmp_path / "b"), env={"BEFT_TERM_AFTER_STEP": "11"})
+    p = launch(args(tmp_path / "b"), env={"BEFT_TERM_AFTER_STEP": "11"}, script=FAULT_ENTRY)
     assert p.returncode == 143 and "stopped by SIGTERM after step 11" in p.stderr, p.stderr[-2000:]
     assert "Traceback" not in p.stderr and not (tmp_path / "b" / "result.json").exists()
     assert json.loads((tmp_path / "b/checkpoints/last/meta.json").read_text())["step"] == 11

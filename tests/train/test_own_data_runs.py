@@ -12,7 +12,7 @@ from beft.models import load_model
 from beft.tasks import TaskDataError
 from beft.train import Trainer
 from own_files import classification_folder, completion_file, pair_folder, regression_folder
-from train_helpers import assert_runs_agree, base_args, launch, result
+from train_helpers import FAULT_ENTRY, assert_runs_agree, base_args, launch, result
 
 # case: (model, files, data options, main metric, every metric reported)
 CASES = {
@@ -66,8 +66,8 @@ def test_export_carries_id2label(tiny_dirs, tmp_path):
 @pytest.mark.parametrize("builtin", [True, False])
 def test_empty_eval_split_fails_before_the_model_loads(builtin, tiny_dirs, tmp_path, monkeypatch):
     """Issue 17 item 5: a header-only dev file stops the run at setup and leaves no run folder."""
-    import beft.train
-    monkeypatch.setattr(beft.train, "make_backend", _no_model_load(beft.train.make_backend))
+    import beft.train.recipe
+    monkeypatch.setattr(beft.train.recipe, "make_backend", _no_model_load(beft.train.recipe.make_backend))
     data = tmp_path / "data"
     if builtin:
         (data / "glue" / "SST-2").mkdir(parents=True)
@@ -131,7 +131,7 @@ def test_kill_and_resume_on_held_out_own_data(tiny_dirs, tmp_path):
     args = lambda out: base_args(tiny_dirs["bert_dropout"], out, task=str(path), **{
         "data.text": "sentence", "checkpoint.every_steps": 3, "resume": "true"})
     assert launch(args(tmp_path / "a")).returncode == 0
-    p = launch(args(tmp_path / "b"), env={"BEFT_KILL_AFTER_STEP": "11"})
+    p = launch(args(tmp_path / "b"), env={"BEFT_KILL_AT": "step:11"}, script=FAULT_ENTRY)
     assert p.returncode != 0 and not (tmp_path / "b" / "result.json").exists()
     p = launch(args(tmp_path / "b"))
     assert p.returncode == 0 and "resumed from step 9" in p.stdout, p.stderr[-2000:]

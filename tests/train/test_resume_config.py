@@ -2,10 +2,10 @@
 untouched), unless only keys that may change on resume differ; those are recorded in result.json."""
 import pytest
 
-import beft.faults
 from beft.resume import ResumeError
-from beft.train import TrainingError
+from beft.train import TrainingError, hooks
 
+from fault_entry import at
 from test_kill_points import Killed, _raise, train
 from train_helpers import result
 
@@ -20,11 +20,8 @@ REFUSED = [   # overrides on resume -> the line's list of differences
 def killed(tiny_dirs, need_data, tmp_path, monkeypatch):
     """A run killed after step 11: its checkpoint is at step 10."""
     out = tmp_path / "run"
-    monkeypatch.setattr(beft.faults, "kill", _raise)
-    monkeypatch.setenv("BEFT_KILL_AT", "step:11")
-    with pytest.raises(Killed):
+    with hooks.subscribed(at("step:11", _raise)), pytest.raises(Killed):
         train(tiny_dirs["bert"], out)
-    monkeypatch.delenv("BEFT_KILL_AT")
     return out
 
 

@@ -14,6 +14,7 @@ from tiny import save_tiny
 from tolerance import assert_agree, max_diff  # noqa: F401  (re-exported for the tests)
 
 VENV_BIN = Path(sys.executable).parent
+FAULT_ENTRY = ROOT / "tests" / "train" / "fault_entry.py"   # launch(..., script=FAULT_ENTRY, env=faults)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 import torch
 
-from beft.zo import ZOOptimizer, perturbation
+from beft.zo.estimator import ZOOptimizer, perturbation
 
 
 def _quadratic(params, A, b):

@@ -4,7 +4,7 @@ import torch
 
 from beft.config import load_config
 from beft.train import Trainer
-from beft.zo import ZOOptimizer, perturbation
+from beft.zo.estimator import ZOOptimizer, perturbation
 from train_helpers import BATCH, DATA_DIR, ZO_FACTOR, adapter, assert_runs_agree, base_args, launch, result
 
 ZO = {"optim.kind": "zo", "zo.update": "adam", "lr": "1e-2", "zo.perturb": "example"}
@@ -96,11 +96,11 @@ def test_offsets_equal_per_example_biases(arch, task, kw, tiny_dirs, need_data, 
     examples = t.splits.train[:4]
     batch = t.task.collate(t.tokenizer, examples, t.cfg.data.max_length)
     assert task != "copa" or batch["input_ids"].shape[0] > len(examples)        # one row per (example, candidate)
-    params = [t.params[n] for n in t.zo_biases]
+    params = [t.params[n] for n in t.step.biases]
     g = torch.Generator().manual_seed(0)
     offsets = [torch.randn((len(examples), *p.shape), generator=g) * 0.5 for p in params]
     with torch.no_grad():
-        got = t.example_losses_fn(model, batch)(offsets)
+        got = t.step.example_losses_fn(model, batch)(offsets)
         for j, ex in enumerate(examples):
             saved = [p.detach().clone() for p in params]
             for p, o in zip(params, offsets):
@@ -152,7 +152,7 @@ def test_fused_qkv_moves_only_the_selected_slice(perturb, need_data, tmp_path):
     before = param.detach().clone()
     order = t.order(0)
     batch = t.to_device(t.task.collate(t.tokenizer, [t.splits.train[i] for i in order[:8]], 32))
-    t.zo_step(t.backend.model, batch)          # no after_step: ZO alone must keep the slice
+    t.step.run(t.backend.model, [batch], 0)   # no after_step: ZO alone must keep the slice
     moved = (param.detach() - before).abs()
     trained = torch.ones(param.numel(), dtype=torch.bool)
     trained[frozen] = False
@@ -162,12 +162,12 @@ def test_fused_qkv_moves_only_the_selected_slice(perturb, need_data, tmp_path):
 def test_head_in_two_modules_is_a_clear_error(tiny_dirs, need_data, tmp_path, monkeypatch):
     """A new head spread over two modules (DeBERTa-v2: pooler + classifier) cannot train on
     gathered copies: one line naming the fix, not a traceback from deep inside."""
-    import beft.probe
+    import beft.zo.probe
     from beft.train import TrainingError
 
     def two_roots(head):
         raise ValueError("a first-order or probed head must be one module; the new tensors are under ['classifier', 'pooler']")
-    monkeypatch.setattr(beft.probe, "head_root", two_roots)
+    monkeypatch.setattr(beft.zo.probe, "head_root", two_roots)
     with pytest.raises(TrainingError, match="use zo.head=freeze"):
         _trainer(tiny_dirs["bert"], tmp_path / "run", "sst2")
 
@@ -186,7 +186,7 @@ def test_fused_slice_on_sharded_backends(need_data, tmp_path):
         p = launch(base_args(model, tmp_path / launcher.replace(":", "_")), launcher=launcher)
         # (the launcher reports a failed rank in its own way; our ranks print one line, no traceback of ours)
         assert p.returncode != 0 and "error: bias=v selects part of a fused qkv bias" in p.stderr, p.stderr[-2000:]
-        assert 'beft/train.py", line' not in p.stderr
+        assert 'beft/train/' not in p.stderr
     p = launch(base_args(model, tmp_path / "zo", **{**ZO, "zo.perturb": "batch"}), launcher="deepspeed:zero3")
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     ref = tf.AutoModelForCausalLM.from_pretrained(model)

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from beft.bias import apply_bias
-from beft.zo import ZOOptimizer
-from beft.zo_subspace import top_directions, value_bases, value_map
+from beft.zo.estimator import ZOOptimizer
+from beft.zo.subspace import top_directions, value_bases, value_map
 from tiny import tiny_inputs, tiny_model as make_tiny
 from train_helpers import adapter, base_args, launch
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from beft.config import ConfigError, load_config
-from train_helpers import (BATCH, TOKENS, ZO_FACTOR, adapter, assert_agree, assert_runs_agree, base_args,
+from train_helpers import (FAULT_ENTRY, BATCH, TOKENS, ZO_FACTOR, adapter, assert_agree, assert_runs_agree, base_args,
                            launch, max_diff, result, shm_buffers)
 
 ZO = {"optim.kind": "zo", "zo.update": "adam", "lr": "1e-2"}
@@ -32,7 +32,7 @@ def test_zo_encoder_head_first_order(tiny_dirs, need_data, tmp_path):
 def test_zo_kill_and_resume_bitwise(tiny_dirs, need_data, tmp_path):
     args = lambda out: base_args(tiny_dirs["llama"], out, **ZO, **{"checkpoint.every_steps": 3, "resume": "true"})
     assert launch(args(tmp_path / "a")).returncode == 0
-    assert launch(args(tmp_path / "b"), env={"BEFT_KILL_AFTER_STEP": "11"}).returncode != 0
+    assert launch(args(tmp_path / "b"), env={"BEFT_KILL_AT": "step:11"}, script=FAULT_ENTRY).returncode != 0
     p = launch(args(tmp_path / "b"))
     assert p.returncode == 0 and "resumed from step 9" in p.stdout
     assert max_diff(adapter(tmp_path / "a"), adapter(tmp_path / "b")) == 0.0
@@ -60,7 +60,7 @@ def test_zo_zero3_kill_and_resume(tiny_dirs, need_data, tmp_path):
     args = lambda out: base_args(tiny_dirs["llama"], out, **ZO, **{"checkpoint.every_steps": 3, "resume": "true"})
     assert launch(args(tmp_path / "a"), launcher="deepspeed:zero3").returncode == 0
     shm = shm_buffers()
-    p = launch(args(tmp_path / "b"), launcher="deepspeed:zero3", env={"BEFT_KILL_AFTER_STEP": "11"})
+    p = launch(args(tmp_path / "b"), launcher="deepspeed:zero3", env={"BEFT_KILL_AT": "step:11"}, script=FAULT_ENTRY)
     assert p.returncode != 0 and not (tmp_path / "b" / "result.json").exists()
     # the killed ranks ran no exit handler, yet left no 66 MB CPU all-reduce buffer in /dev/shm
     assert not shm_buffers(p.port) - shm
@@ -121,9 +121,9 @@ def test_gathered_head_fits_cached_features():
     import types
     import torch
     from beft.config import TrainConfig
-    from beft.probe import head_module
-    from beft.zo import direct
-    from beft.zo_head import GatheredHead
+    from beft.zo.probe import head_module
+    from beft.zo.estimator import direct
+    from beft.zo.head import GatheredHead
     torch.manual_seed(0)
     x = torch.randn(200, 8)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()                 # linearly separable

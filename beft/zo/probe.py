@@ -4,12 +4,10 @@ head is, and its inputs over the training set.
 A randomly initialised head makes the ZO estimate of the bias gradient mostly noise (the loss is
 dominated by the head), so the head is fitted first on frozen features: one no-grad pass over the
 training set records the head module's input, then full-batch AdamW steps fit the head on those
-cached inputs (beft/zo_head.py, milliseconds for a linear head). The pass costs about one
+cached inputs (beft/zo/head.py, milliseconds for a linear head). The pass costs about one
 evaluation of the training set; its time is reported so that equal-time comparisons count it.
 """
 from __future__ import annotations
-
-import time
 
 import torch
 from torch import nn

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from .backends import dist
+from ..backends import dist
 
 
 @contextlib.contextmanager

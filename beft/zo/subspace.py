@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .bias.families import detect_family, find_projections
+from ..bias.families import detect_family, find_projections
 
 
 def value_map(w_o: torch.Tensor, v_out: int, head_dim: int) -> torch.Tensor:
