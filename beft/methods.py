@@ -26,11 +26,6 @@ class MethodSetup:
     adapter_state: Callable[[dict], dict] | None = None   # trainable state -> bias adapter tensors
     task_transform: Callable | None = None     # (task, splits) -> task, e.g. ICL demonstrations
 
-    @property
-    def counts(self) -> dict:
-        """Transition: the loop (beft/train.py) still reads this dict; it moves to `trainable`."""
-        return self.trainable.as_dict()
-
 
 def _full(model: nn.Module, cfg, head: list[str]) -> MethodSetup:
     for p in model.parameters():

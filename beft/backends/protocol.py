@@ -1,7 +1,7 @@
 """What the training recipe (beft/train/recipe.py) uses from a backend, declared once.
 
 The recipe never asks which backend it runs: it reads the capability attributes below instead of
-comparing names. tests/backends/test_protocol.py checks every backend class against this."""
+comparing names. tests/backends/test_backend_protocol.py checks every backend class against this."""
 from __future__ import annotations
 
 import contextlib

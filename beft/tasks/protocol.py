@@ -2,7 +2,7 @@
 
 Every task (built-in GLUE / SuperGLUE / decoder choice / generation, own data) provides all of
 Task; tasks with a new classification head (encoder tasks) also provide HeadTask, which the
-zeroth-order head and the linear probe use. tests/tasks/test_protocol.py checks every task.
+zeroth-order head and the linear probe use. tests/tasks/test_task_protocol.py checks every task.
 """
 from __future__ import annotations
 

@@ -103,11 +103,11 @@ class Trainer:
         if cfg.quant != "none":
             from ..backends import quant as q
             quant = q.quantization_config(8 if cfg.quant == "8bit" else 4)
-        num_labels = getattr(self.task, "num_labels", None)
+        num_labels = self.task.num_labels
         self.model, self.tokenizer, head = self.backend.load_model(cfg.model, self.arch, num_labels=num_labels,
                                                                    quantization_config=quant)
         self.method = methods.build(cfg.method, self.model, cfg, head, read_full=self.backend.full_state)
-        self.selection, self.params, self.counts = self.method.selection, self.method.params, self.method.counts
+        self.selection, self.params, self.counts = self.method.selection, self.method.params, self.method.trainable
         if self.method.model is not None:
             self.model = self.method.model
         if self.method.task_transform is not None:
@@ -138,8 +138,8 @@ class Trainer:
                                           resume_step=self.state.step if cfg.resume else None)
         print(f"beft {__version__}: {cfg.model} ({self.arch}) task={cfg.task} method={cfg.method} "
               f"bias={cfg.bias} backend={self.backend.kind} world={dist.world_size()} | trainable "
-              f"{c['trainable']:,} (bias {c['bias']:,} = {c['bias_per_mille']:.4f} per mille, head "
-              f"{c['head']:,}) | train {len(self.splits.train)} eval {len(self.splits.eval)}", flush=True)
+              f"{c.trainable:,} (bias {c.bias:,} = {c.bias_per_mille:.4f} per mille, head "
+              f"{c.head:,}) | train {len(self.splits.train)} eval {len(self.splits.eval)}", flush=True)
         for note in self.splits.notes:
             print(f"note: {note}", flush=True)
 
@@ -312,7 +312,7 @@ class Trainer:
             final = st.evals[-1] if st.evals else None
             warnings = health.loss_warnings(st.first_loss, [r["loss"] for r in self.run_dir.records() if "loss" in r]) \
                 + health.baseline_warnings(self.task, self.splits.eval, final)
-            result = result_record(cfg, st, task=self.task, splits=self.splits, arch=self.arch, counts=self.counts,
+            result = result_record(cfg, st, task=self.task, splits=self.splits, arch=self.arch, counts=self.counts.as_dict(),
                                    backend=self.backend.kind, shards=shards, memory=memory, warnings=warnings)
             atomic_write_json(self.run_dir.result, result)   # last: its presence means finished
             self.trackers.close()
