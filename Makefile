@@ -1,4 +1,5 @@
-# make test: create .venv if missing, install CPU torch (when no GPU), the package and test deps, run pytest.
+# make test: create .venv if missing, install CPU torch (when no GPU), the package and test deps, lint (ruff), run pytest.
+# make lint: ruff check (line length 100, pyflakes, import order; configured in pyproject.toml).
 # make test-fast: the inner loop, no multi-rank runs (marker dist) and no real models (marker slow).
 # make demo: train b_v of all-MiniLM-L6-v2 on SST-2 on the CPU (real model and data).
 SHELL := /bin/bash
@@ -11,7 +12,7 @@ export BEFT_DATA_DIR
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install test test-fast demo inspect clean
+.PHONY: install lint test test-fast demo inspect clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,10 +27,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	$(PY) -m pytest -q tests
 
-test-fast: install
+test-fast: install lint
 	$(PY) -m pytest -q -m "not dist and not slow" tests
 
 demo: install

@@ -1,4 +1,5 @@
 """python -m beft COMMAND ... (the same as the `beft` console script)."""
+
 from beft.commands import entry
 
 entry()

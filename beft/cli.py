@@ -1,4 +1,5 @@
 """Shared command-line plumbing: key=value arguments, one-line errors, machine-readable output."""
+
 from __future__ import annotations
 
 import contextlib
@@ -27,6 +28,7 @@ def parse_kv(args: list[str], allowed: set[str] | None = None) -> dict[str, str]
 def model_config(name: str, builtin: Iterable[str] = ()):
     """beft.models.load_config for the CLIs: an unknown model name is a UsageError."""
     from .models import ModelNotFound, load_config
+
     try:
         return load_config(name, builtin)
     except ModelNotFound as e:
@@ -34,9 +36,12 @@ def model_config(name: str, builtin: Iterable[str] = ()):
 
 
 def wants_json(args: list[str], key: str = "json") -> bool:
-    """Whether key=value arguments ask for machine-readable output (json=true), read from argv before
-    anything heavy is imported; a bad value is False here and the command's own parsing reports it."""
+    """Whether key=value arguments ask for machine-readable output (json=true), read from argv
+    before
+    anything heavy is imported; a bad value is False here and the command's own parsing reports it.
+    """
     from .config import ConfigError, _coerce
+
     value = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith(key + "=")), None)
     try:
         return value is not None and _coerce(value, bool, key)
@@ -64,7 +69,11 @@ def machine_output(enabled: bool = True) -> Iterator[Callable[[Any], None]]:
         return
     doc: list[Any] = []
     saved = sys.stdout
-    for f in (saved, sys.__stdout__, sys.stderr):   # what was printed before goes where it was meant to
+    for f in (
+        saved,
+        sys.__stdout__,
+        sys.stderr,
+    ):  # what was printed before goes where it was meant to
         if f is not None:
             with contextlib.suppress(OSError, ValueError):
                 f.flush()
@@ -74,27 +83,35 @@ def machine_output(enabled: bool = True) -> Iterator[Callable[[Any], None]]:
     try:
         yield doc.append
     finally:
-        for f in (saved, sys.__stdout__, sys.stderr):   # noise still buffered for fd 1 goes to stderr too
+        for f in (
+            saved,
+            sys.__stdout__,
+            sys.stderr,
+        ):  # noise still buffered for fd 1 goes to stderr too
             if f is not None:
                 with contextlib.suppress(OSError, ValueError):
                     f.flush()
         os.dup2(real, 1)
         os.close(real)
         sys.stdout = saved
-    if doc:   # the block ended without an error
+    if doc:  # the block ended without an error
         saved.write(json.dumps(doc[-1], indent=1) + "\n")
         saved.flush()
 
 
-def json_command(doc: str, body: Callable[[list[str], Callable[[Any], None]], int]) -> Callable[[list[str]], int]:
+def json_command(
+    doc: str, body: Callable[[list[str], Callable[[Any], None]], int]
+) -> Callable[[list[str]], int]:
     """main(argv) of a command with json=true output: -h prints doc (no argument: doc, exit 2), and
     with json=true stdout is the document alone (machine_output) while body(argv, emit) runs."""
+
     def main(argv: list[str]) -> int:
         if not argv or argv[0] in ("-h", "--help"):
             print(doc)
             return 0 if argv else 2
         with machine_output(wants_json(argv)) as emit:
             return body(argv, emit)
+
     return main
 
 
@@ -102,9 +119,10 @@ def run(main: Callable[[list[str]], int], argv: list[str]) -> None:
     """Call main; user errors become one line on stderr and a non-zero exit, no traceback
     (set BEFT_DEBUG=1 for the traceback)."""
     from .stop import Stopped
+
     try:
         code = main(argv)
-    except Stopped as e:   # a checkpoint was written; 128 + SIGTERM, as if the signal had killed us
+    except Stopped as e:  # a checkpoint was written; 128 + SIGTERM, as if the signal had killed us
         print(f"stopped: {e}", file=sys.stderr)
         sys.exit(143)
     except (ValueError, FileNotFoundError, PermissionError, OSError, KeyError) as e:

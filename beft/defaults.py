@@ -7,28 +7,51 @@ bench runs (MiniLM, SmolLM2-135M); docs/defaults.md has the figures, the machine
 TrainConfig.validate resolves lr once and config.yaml records the number, so a run repeats
 exactly; an explicit lr (recipe or key=value) always wins.
 """
+
 from __future__ import annotations
 
 from .config import ConfigError
 
-BIAS = 3e-2        # bias targets (method=bias, rand_uniform) of an encoder; its new head shares the lr
-REPARAM = 3e-2     # lora / vera / vera1d / dora / pissa over an encoder's bias deltas
-DECODER_BIAS = 1e-2   # the same on a decoder (prompt log-likelihoods; bias-free models start from zero
-                      # biases): SmolLM2-135M b_v learned at 1e-2 and fell below the majority class at
-                      # 3e-2 (docs/defaults.md); also where the architecture cannot be read (safe side)
-BITFIT = 1e-2      # every bias of the model (method=bitfit)
-FULL = 5e-5        # every weight (method=full)
-PEFT_LORA = 1e-3   # peft's LoRA on the q and v projections
-PREFIX = 1e-2      # peft prefix tuning (not shown to learn at any lr yet: docs/defaults.md)
-ZO = 1e-2          # optim.kind=zo, any method and zo.update (the first-order head's AdamW uses it too)
+BIAS = 3e-2  # bias targets (method=bias, rand_uniform) of an encoder; its new head shares the lr
+REPARAM = 3e-2  # lora / vera / vera1d / dora / pissa over an encoder's bias deltas
+DECODER_BIAS = (
+    1e-2  # the same on a decoder (prompt log-likelihoods; bias-free models start from zero
+)
+# biases): SmolLM2-135M b_v learned at 1e-2 and fell below the majority class at
+# 3e-2 (docs/defaults.md); also where the architecture cannot be read (safe side)
+BITFIT = 1e-2  # every bias of the model (method=bitfit)
+FULL = 5e-5  # every weight (method=full)
+PEFT_LORA = 1e-3  # peft's LoRA on the q and v projections
+PREFIX = 1e-2  # peft prefix tuning (not shown to learn at any lr yet: docs/defaults.md)
+ZO = 1e-2  # optim.kind=zo, any method and zo.update (the first-order head's AdamW uses it too)
 
 # AdamW (optim.kind=adamw) by method; icl and zero_shot train nothing (their lr is never used)
-BY_METHOD = {"bias": BIAS, "rand_uniform": BIAS, "bitfit": BITFIT, "full": FULL,
-             "lora": REPARAM, "vera": REPARAM, "vera1d": REPARAM, "dora": REPARAM, "pissa": REPARAM,
-             "peft_lora": PEFT_LORA, "prefix": PREFIX, "icl": BIAS, "zero_shot": BIAS}
+BY_METHOD = {
+    "bias": BIAS,
+    "rand_uniform": BIAS,
+    "bitfit": BITFIT,
+    "full": FULL,
+    "lora": REPARAM,
+    "vera": REPARAM,
+    "vera1d": REPARAM,
+    "dora": REPARAM,
+    "pissa": REPARAM,
+    "peft_lora": PEFT_LORA,
+    "prefix": PREFIX,
+    "icl": BIAS,
+    "zero_shot": BIAS,
+}
 
 
-BY_ARCH = ("bias", "rand_uniform", "lora", "vera", "vera1d", "dora", "pissa")   # differ by architecture
+BY_ARCH = (
+    "bias",
+    "rand_uniform",
+    "lora",
+    "vera",
+    "vera1d",
+    "dora",
+    "pissa",
+)  # differ by architecture
 
 
 def default_lr(method: str, optim_kind: str = "adamw", arch: str | None = "encoder") -> float:
@@ -37,8 +60,10 @@ def default_lr(method: str, optim_kind: str = "adamw", arch: str | None = "encod
     if optim_kind == "zo":
         return ZO
     if method not in BY_METHOD:
-        raise ConfigError(f"method={method} has no default lr in beft/defaults.py; set lr=... "
-                          "(or add the method there, with its measurement in docs/defaults.md)")
+        raise ConfigError(
+            f"method={method} has no default lr in beft/defaults.py; set lr=... "
+            "(or add the method there, with its measurement in docs/defaults.md)"
+        )
     if method in BY_ARCH and arch != "encoder":
         return DECODER_BIAS
     return BY_METHOD[method]
@@ -51,6 +76,7 @@ def model_arch(name: str) -> str | None:
     from transformers import AutoConfig
 
     from .models import resolve, resolve_arch
+
     try:
         config = AutoConfig.from_pretrained(resolve(name), local_files_only=True)
     except (OSError, ValueError):

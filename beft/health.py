@@ -11,6 +11,7 @@ The start is the loss of the first step (the model before any update; the first 
 a checkpoint that did not keep it), the end the mean of the last WINDOW logged losses (fewer when
 the log is short), so that one noisy batch at the end neither raises nor hides a warning.
 """
+
 from __future__ import annotations
 
 import warnings as pywarnings
@@ -26,7 +27,9 @@ def loss_warnings(first: float | None, logged: list[float]) -> list[str]:
     start = logged[0] if first is None else first
     k = min(WINDOW, max(1, len(logged) // 2))
     end = sum(logged[-k:]) / k
-    what = f"training loss {start:.4g} at step 1 -> {end:.4g} at the end (mean of the last {k} logged)"
+    what = (
+        f"training loss {start:.4g} at step 1 -> {end:.4g} at the end (mean of the last {k} logged)"
+    )
     if start > 0 and end > DIVERGED * start:
         return [f"diverged: {what}, over {DIVERGED:g}x its start; lower lr"]
     if end > start:
@@ -41,7 +44,7 @@ def constant_baseline(task, examples: list[dict]) -> tuple[float, object] | None
     if not examples or "answers" in examples[0] or not all(type(y) is int for y in labels):
         return None
     best = None
-    with pywarnings.catch_warnings():   # sklearn: ill-defined precision of a constant prediction
+    with pywarnings.catch_warnings():  # sklearn: ill-defined precision of a constant prediction
         pywarnings.simplefilter("ignore")
         for label in sorted(set(labels)):
             score = float(task.metrics([label] * len(examples), examples)[task.main_metric])
@@ -60,5 +63,7 @@ def baseline_warnings(task, examples: list[dict], final: dict | None) -> list[st
     value = final[task.main_metric]
     if value > score + 1e-12:
         return []
-    return [f"baseline: {task.main_metric}={value:.4f} is no better than always predicting label {label} "
-            f"({score:.4f}); raise lr or train longer"]
+    return [
+        f"baseline: {task.main_metric}={value:.4f} is no better than always predicting label"
+        f" {label} ({score:.4f}); raise lr or train longer"
+    ]

@@ -1,6 +1,7 @@
 """This process's memory, as the kernel counts it: anonymous memory sampled in a thread (RssAnon,
 what a rank really owns; a memory-mapped checkpoint's pages are shared page cache and not in it)
 and the kernel's own high-water mark of the resident set (VmHWM, mapped pages included)."""
+
 from __future__ import annotations
 
 import threading
@@ -25,7 +26,8 @@ def read_status() -> dict[str, int]:
 
 
 class PeakMemory:
-    """Samples RssAnon every `every` seconds until stop(); peak() -> (peak RssAnon, VmHWM) in bytes."""
+    """Samples RssAnon every `every` seconds until stop(); peak() -> (peak RssAnon, VmHWM) in
+    bytes."""
 
     def __init__(self, every: float = 0.2):
         self.every = every
@@ -52,7 +54,7 @@ class PeakMemory:
         self._stop.set()
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
 def tune_allocator(threshold: int = 1 << 20) -> bool:
@@ -60,9 +62,11 @@ def tune_allocator(threshold: int = 1 << 20) -> bool:
     block freed so far (up to 32 MB), so every gathered layer (a few MB each) comes from the heap
     afterwards, and the heap is not trimmed: on 2 FSDP2 ranks of a 0.78 GB bf16 model this kept 2.1
     GB per rank resident against 0.93 GB with a fixed 1 MB threshold (measured, docs/scale.md). A
-    fixed threshold also turns the dynamic adjustment off. False where glibc is not the allocator."""
+    fixed threshold also turns the dynamic adjustment off. False where glibc is not the allocator.
+    """
     import ctypes
     import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

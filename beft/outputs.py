@@ -1,4 +1,5 @@
 """A run directory: resolved config, metrics.jsonl, checkpoints, result.json (atomic writes)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,16 +27,21 @@ def disk_full_names(path: str | os.PathLike):
     try:
         yield
     except (OSError, RuntimeError) as e:
-        full = (getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-                or isinstance(e, RuntimeError) and "write failed" in str(e))
+        full = (
+            getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            or isinstance(e, RuntimeError)
+            and "write failed" in str(e)
+        )
         if not full:
             raise
         try:
             free = f"{shutil.disk_usage(Path(path).parent).free // 2**20} MiB free"
         except OSError:
             free = "free space unknown"
-        raise DiskFull(f"no space left writing {path} ({free}): free space on that disk or choose another "
-                       "output_dir, then resume=true") from None
+        raise DiskFull(
+            f"no space left writing {path} ({free}): free space on that disk or choose another "
+            "output_dir, then resume=true"
+        ) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -77,18 +83,22 @@ class RunDir:
         (restore_previous) and is deleted once the new one has finished (drop_previous)."""
         if self.is_finished():
             if not overwrite:
-                raise OutputDirError(f"{self.path} already holds a finished result (result.json); "
-                                     "pass overwrite=true or choose another output_dir")
-            self.drop_previous()                  # a replacement that finished but was killed before dropping it
+                raise OutputDirError(
+                    f"{self.path} already holds a finished result (result.json); "
+                    "pass overwrite=true or choose another output_dir"
+                )
+            self.drop_previous()  # a replacement that finished but was killed before dropping it
             self.previous.mkdir()
-            if resume:                            # the run continues from its own checkpoints
+            if resume:  # the run continues from its own checkpoints
                 (self.previous / ".result_only").touch()
             for e in self._entries():
                 if e.name == "result.json" or not resume:
                     e.rename(self.previous / e.name)
         if self.path.exists() and not self.path.is_dir():
-            raise OutputDirError(f"output_dir {self.path} is a file, not a folder; choose another output_dir "
-                                 "(or move the file away)")
+            raise OutputDirError(
+                f"output_dir {self.path} is a file, not a folder; choose another output_dir "
+                "(or move the file away)"
+            )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / f".probe{os.getpid()}"
@@ -97,15 +107,23 @@ class RunDir:
         except OSError as e:
             blocker = next((a for a in self.path.parents if a.exists() and not a.is_dir()), None)
             where = f" ({blocker} is a file)" if blocker else ""
-            raise OutputDirError(f"output_dir {self.path} is not writable: {e.strerror or e}{where}; "
-                                 "choose another output_dir") from None
+            raise OutputDirError(
+                f"output_dir {self.path} is not writable: {e.strerror or e}{where}; "
+                "choose another output_dir"
+            ) from None
         free = shutil.disk_usage(self.path).free
         if free < MIN_FREE_BYTES:
-            raise OutputDirError(f"output_dir {self.path} has only {free // 2**20} MiB free; "
-                                 f"need at least {MIN_FREE_BYTES // 2**20} MiB")
+            raise OutputDirError(
+                f"output_dir {self.path} has only {free // 2**20} MiB free; "
+                f"need at least {MIN_FREE_BYTES // 2**20} MiB"
+            )
 
     def _entries(self) -> list[Path]:
-        return [e for e in self.path.iterdir() if not e.name.startswith(".")] if self.path.is_dir() else []
+        return (
+            [e for e in self.path.iterdir() if not e.name.startswith(".")]
+            if self.path.is_dir()
+            else []
+        )
 
     def restore_previous(self) -> bool:
         """The new run failed: put the replaced finished run back (the new run's files go)."""
@@ -169,6 +187,9 @@ class RunDir:
         if not self.metrics.is_file():
             return
         records = [line for line in self.metrics.read_text().splitlines() if line.strip()]
-        keep = records[:lines] if lines is not None else \
-            [line for line in records if json.loads(line).get("step", 0) <= step]
+        keep = (
+            records[:lines]
+            if lines is not None
+            else [line for line in records if json.loads(line).get("step", 0) <= step]
+        )
         atomic_write_text(self.metrics, "".join(k + "\n" for k in keep))

@@ -6,6 +6,7 @@ accelerator warnings ("Setting accelerator to CPU"). Logging filters sit on the 
 loggers, so they hold whether the library is imported before or after (DeepSpeed re-levels its
 logger at import but keeps its filters). Errors always show.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,10 +16,13 @@ DEEPSPEED = "DeepSpeed"
 
 class _HideAtInfo(logging.Filter):
     """DeepSpeed: drop INFO records and the accelerator-detection warnings."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR:
             return True
-        return record.levelno >= logging.WARNING and not record.pathname.endswith("real_accelerator.py")
+        return record.levelno >= logging.WARNING and not record.pathname.endswith(
+            "real_accelerator.py"
+        )
 
 
 _FILTER = _HideAtInfo()
@@ -28,13 +32,15 @@ def apply(level: str) -> None:
     """Set third-party verbosity for log_level (info | debug); idempotent, process-wide. Call it
     before transformers is imported where possible: importing it can import DeepSpeed."""
     ds = logging.getLogger(DEEPSPEED)
-    if level == "debug":   # the libraries' own defaults
+    if level == "debug":  # the libraries' own defaults
         ds.removeFilter(_FILTER)
         from transformers.utils import logging as tf_logging
+
         tf_logging.set_verbosity_warning()
         tf_logging.enable_progress_bar()
         return
     ds.addFilter(_FILTER)
     from transformers.utils import logging as tf_logging
+
     tf_logging.set_verbosity_error()
     tf_logging.disable_progress_bar()

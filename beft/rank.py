@@ -12,6 +12,7 @@ and every other per-layer bias under its module path inside the layer (BERT:
 "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm").
 Biases outside the numbered layers (embeddings, pooler, task head) are not ranked.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,9 @@ def fisher(g2: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------------ types and aggregation
-def bias_views(state: dict[str, torch.Tensor], family: Family, config=None) -> dict[tuple[str, int], torch.Tensor]:
+def bias_views(
+    state: dict[str, torch.Tensor], family: Family, config=None
+) -> dict[tuple[str, int], torch.Tensor]:
     """(type, layer) -> the bias vector, for every per-layer bias in `state`."""
     out: dict[tuple[str, int], torch.Tensor] = {}
     for name, t in state.items():
@@ -67,12 +70,18 @@ def bias_views(state: dict[str, torch.Tensor], family: Family, config=None) -> d
             continue
         layer, module = int(m.group(1)), m.group(2)
         if family.regex:
-            targets = [t_ for t_, rx in family.projections.items() if re.fullmatch(rx, name[:-len(".bias")])]
+            targets = [
+                t_
+                for t_, rx in family.projections.items()
+                if re.fullmatch(rx, name[: -len(".bias")])
+            ]
         else:
             targets = [t_ for t_, suffix in family.projections.items() if module == suffix]
         if not targets:
             out[(module, layer)] = t
-        elif len(targets) > 1 and family.fused_layout is not None:   # fused qkv: one slice per target
+        elif (
+            len(targets) > 1 and family.fused_layout is not None
+        ):  # fused qkv: one slice per target
             layout = family.fused_layout(config, t.numel())
             for tg in targets:
                 out[(tg, layer)] = t[layout[tg]] if tg in layout else t
@@ -81,8 +90,14 @@ def bias_views(state: dict[str, torch.Tensor], family: Family, config=None) -> d
     return out
 
 
-def scores(measure: str, b0: dict, bft: dict | None = None, g2: dict | None = None,
-           family: Family | None = None, config=None) -> dict[tuple[str, int], float]:
+def scores(
+    measure: str,
+    b0: dict,
+    bft: dict | None = None,
+    g2: dict | None = None,
+    family: Family | None = None,
+    config=None,
+) -> dict[tuple[str, int], float]:
     """(type, layer) -> the measure, from state dicts of b_0 and b_ft (or squared gradients)."""
     if measure == "fisher":
         return {k: fisher(v) for k, v in bias_views(g2, family, config).items()}
@@ -96,8 +111,14 @@ def aggregate(per_layer: dict[tuple[str, int], float]) -> dict[str, dict]:
     by: dict[str, dict[int, float]] = {}
     for (typ, layer), s in per_layer.items():
         by.setdefault(typ, {})[layer] = s
-    return {t: {"layers": [v[i] for i in sorted(v)], "sum": sum(v.values()), "mean": sum(v.values()) / len(v)}
-            for t, v in by.items()}
+    return {
+        t: {
+            "layers": [v[i] for i in sorted(v)],
+            "sum": sum(v.values()),
+            "mean": sum(v.values()) / len(v),
+        }
+        for t, v in by.items()
+    }
 
 
 def order(agg: dict[str, dict]) -> list[str]:
@@ -122,24 +143,30 @@ def rank_state(b0: dict, bft: dict, g2: dict | None, family: Family, config=None
 
 
 def format_table(measures: dict) -> str:
-    types = sorted({t for r in measures.values() for t in r["per_type"]},
-                   key=lambda t: (t not in ("q", "k", "v", "o"), t))
+    types = sorted(
+        {t for r in measures.values() for t in r["per_type"]},
+        key=lambda t: (t not in ("q", "k", "v", "o"), t),
+    )
     cols = list(measures)
     lines = [f"{'bias type':<28}" + "".join(f"{m + ' mean (rank)':>26}" for m in cols)]
     for t in types:
         row = f"{t:<28}"
         for m in cols:
             r = measures[m]
-            row += f"{r['per_type'][t]['mean']:>19.4e} ({r['order'].index(t) + 1:>2})" if t in r["per_type"] \
+            row += (
+                f"{r['per_type'][t]['mean']:>19.4e} ({r['order'].index(t) + 1:>2})"
+                if t in r["per_type"]
                 else f"{'-':>26}"
+            )
         lines.append(row)
     lines.append("top of q/k/v: " + ", ".join(f"{m}={measures[m]['top_qkv']}" for m in cols))
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ Fisher (model)
-def empirical_fisher(model, task, tokenizer, examples: list[dict], params: dict[str, torch.Tensor],
-                     max_length: int) -> dict[str, torch.Tensor]:
+def empirical_fisher(
+    model, task, tokenizer, examples: list[dict], params: dict[str, torch.Tensor], max_length: int
+) -> dict[str, torch.Tensor]:
     """Diagonal empirical Fisher at the model's current point: the mean over examples of the
     squared gradient of each example's loss (per-sample, batch of one: not the square of a batch
     gradient). Dropout off (eval mode)."""
@@ -149,8 +176,10 @@ def empirical_fisher(model, task, tokenizer, examples: list[dict], params: dict[
     acc = [torch.zeros_like(p, dtype=torch.float64, device="cpu") for p in tensors]
     dev = tensors[0].device
     for ex in examples:
-        batch = {k: v.to(dev) if torch.is_tensor(v) else v
-                 for k, v in task.collate(tokenizer, [ex], max_length).items()}
+        batch = {
+            k: v.to(dev) if torch.is_tensor(v) else v
+            for k, v in task.collate(tokenizer, [ex], max_length).items()
+        }
         grads = torch.autograd.grad(task.loss(model, batch), tensors, allow_unused=True)
         for a, g in zip(acc, grads):
             if g is not None:
@@ -160,13 +189,16 @@ def empirical_fisher(model, task, tokenizer, examples: list[dict], params: dict[
 
 
 # --------------------------------------------------------------------------------- a whole run
-def rank_run(run_dir: str | Path, out_dir: str | Path | None = None, cfg=None, verbose: bool = True) -> dict:
+def rank_run(
+    run_dir: str | Path, out_dir: str | Path | None = None, cfg=None, verbose: bool = True
+) -> dict:
     """Rank the biases of a finished all-bias run (its adapter holds b_ft; b_0 comes from the base
     model). The encoder head is initialised as in the run (same seed) for the Fisher."""
     from .bias import apply_bias, detect_family
     from .bias.adapter import read_adapter
     from .config import load_config
-    from .models import load_config as load_model_config, load_model, resolve_arch
+    from .models import load_config as load_model_config
+    from .models import load_model, resolve_arch
     from .tasks import task_for
 
     run_dir = Path(run_dir)
@@ -180,35 +212,57 @@ def rank_run(run_dir: str | Path, out_dir: str | Path | None = None, cfg=None, v
     task = task_for(cfg.task, arch, cfg.data)
     splits = task.load(cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval)
     model, tokenizer, head = load_model(cfg.model, arch, num_labels=task.num_labels)
-    model.to(dist.device())                 # the Fisher measure runs a backward pass per example
+    model.to(dist.device())  # the Fisher measure runs a backward pass per example
     patterns = cfg.bias_patterns or None
     sel = apply_bias(model, "all", patterns=patterns, head=head)
     bft, meta = read_adapter(run_dir / "adapter")
     b0 = {n: t for n, t in sel.initial.items() if n in bft}
     if not b0:
-        raise ValueError(f"{run_dir}/adapter holds none of this model's biases; rank an all-bias run "
-                         "(method=bitfit)")
+        raise ValueError(
+            f"{run_dir}/adapter holds none of this model's biases; rank an all-bias run "
+            "(method=bitfit)"
+        )
     params = {n: p for n, p in sel.bias_parameters().items() if n in b0}
     n_fisher = cfg.rank.fisher_examples or len(splits.train)
-    g2 = empirical_fisher(model, task, tokenizer, splits.train[:n_fisher], params, cfg.data.max_length)
+    g2 = empirical_fisher(
+        model, task, tokenizer, splits.train[:n_fisher], params, cfg.data.max_length
+    )
     family = detect_family(model, patterns)
     measures = rank_state(b0, bft, g2, family, model.config)
-    result = {"run": str(run_dir), "model": cfg.model, "task": cfg.task, "regime": cfg.regime,
-              "n_train": len(splits.train), "seed": cfg.seed, "family": family.name,
-              "fisher": {"examples": min(n_fisher, len(splits.train)), "kind": "per-sample"},
-              "measure": cfg.rank.measure, "selected": measures[cfg.rank.measure]["top_qkv"],
-              "measures": measures, "adapter_targets": meta.get("targets")}
+    result = {
+        "run": str(run_dir),
+        "model": cfg.model,
+        "task": cfg.task,
+        "regime": cfg.regime,
+        "n_train": len(splits.train),
+        "seed": cfg.seed,
+        "family": family.name,
+        "fisher": {"examples": min(n_fisher, len(splits.train)), "kind": "per-sample"},
+        "measure": cfg.rank.measure,
+        "selected": measures[cfg.rank.measure]["top_qkv"],
+        "measures": measures,
+        "adapter_targets": meta.get("targets"),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     from .outputs import atomic_write_json, atomic_write_text
+
     table = format_table(measures)
     atomic_write_json(out_dir / RANKING_FILE, result)
-    atomic_write_text(out_dir / "ranking.txt", table + f"\nselected ({cfg.rank.measure}): {result['selected']}\n")
+    atomic_write_text(
+        out_dir / "ranking.txt", table + f"\nselected ({cfg.rank.measure}): {result['selected']}\n"
+    )
     plot_importance([result], out_dir / "ranking.png")
     if verbose:
-        print(f"ranking of {run_dir} ({cfg.model}, {cfg.task}, regime {cfg.regime}, n_train {len(splits.train)}):")
+        print(
+            f"ranking of {run_dir} ({cfg.model}, {cfg.task}, regime {cfg.regime}, n_train"
+            f" {len(splits.train)}):"
+        )
         print(table)
-        print(f"selected ({cfg.rank.measure}): {result['selected']} -> {out_dir / RANKING_FILE}, "
-              f"{out_dir / 'ranking.png'}", flush=True)
+        print(
+            f"selected ({cfg.rank.measure}): {result['selected']} -> {out_dir / RANKING_FILE}, "
+            f"{out_dir / 'ranking.png'}",
+            flush=True,
+        )
     return result
 
 
@@ -217,8 +271,10 @@ def auto_target(rank_from: str | Path) -> str:
     path = Path(rank_from)
     path = path / RANKING_FILE if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"rank_from={rank_from}: no {RANKING_FILE} there; make one with "
-                                "python launch/rank.py ... output_dir=DIR")
+        raise FileNotFoundError(
+            f"rank_from={rank_from}: no {RANKING_FILE} there; make one with "
+            "python launch/rank.py ... output_dir=DIR"
+        )
     selected = json.loads(path.read_text()).get("selected")
     if selected not in QKV:
         raise ValueError(f"{path} selects {selected!r}, not one of q, k, v")
@@ -231,6 +287,7 @@ def plot_importance(results: list[dict], path: str | Path) -> Path:
     the type's mean over layers divided by the q+k+v total of its run and measure, so measures of
     different scales share one axis (shares of 1)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

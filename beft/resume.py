@@ -6,6 +6,7 @@ change how long the run goes, how often it logs, evaluates and checkpoints, or w
 never what one optimizer step computes. Any other difference (lr, seed, task, bias, model, ...)
 would mix two runs in one adapter: refused, one line naming each differing key.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,21 @@ from .outputs import RunDir
 
 # max_steps / epochs: lengthen (or shorten down to the checkpoint's step) the run; the linear
 # schedule then decays over the new total from the checkpoint on
-MAY_CHANGE = ("max_steps", "epochs", "log_every", "eval_every", "checkpoint.every_steps", "data.eval_batch_size",
-              "threads", "resume", "overwrite", "output_dir", "data_dir", "report_to", "log_level")
+MAY_CHANGE = (
+    "max_steps",
+    "epochs",
+    "log_every",
+    "eval_every",
+    "checkpoint.every_steps",
+    "data.eval_batch_size",
+    "threads",
+    "resume",
+    "overwrite",
+    "output_dir",
+    "data_dir",
+    "report_to",
+    "log_level",
+)
 
 
 class ResumeError(ValueError):
@@ -74,8 +88,11 @@ def check(run_dir: RunDir, cfg: TrainConfig) -> dict[str, list]:
     refused = {k: v for k, v in changed.items() if k not in MAY_CHANGE}
     if refused:
         listed = ", ".join(f"{k} ({_show(a)} -> {_show(b)})" for k, (a, b) in refused.items())
-        raise ResumeError(f"resume=true: the checkpoint in {run_dir.last_checkpoint} was trained with another "
-                          f"config: {listed}; resume with its values or start a new run in another output_dir; on resume only {', '.join(MAY_CHANGE)} may change")
+        raise ResumeError(
+            f"resume=true: the checkpoint in {run_dir.last_checkpoint} was trained with another"
+            f" config: {listed}; resume with its values or start a new run in another output_dir;"
+            f" on resume only {', '.join(MAY_CHANGE)} may change"
+        )
     return changed
 
 
@@ -84,6 +101,7 @@ def _show(value) -> str:
 
 
 def log_lines(meta_path: Path) -> int | None:
-    """How many metrics.jsonl lines the checkpoint had seen (None: a checkpoint older than that count)."""
+    """How many metrics.jsonl lines the checkpoint had seen (None: a checkpoint older than that
+    count)."""
     meta = json.loads(meta_path.read_text())
     return meta.get("metrics_lines")

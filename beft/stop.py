@@ -6,6 +6,7 @@ Stopped, so the next attempt (a requeue, or a rerun with resume=true) resumes fr
 of from an older checkpoint. submitit installs a SIGTERM handler that only logs; ours replaces it
 while training runs.
 """
+
 from __future__ import annotations
 
 import signal

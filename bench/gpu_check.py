@@ -8,6 +8,7 @@ AdamW over the trainable parameters; parameters are bf16, so AdamW's states are 
 fine-tuning here costs 2 + 2 + 4 bytes per parameter, not mixed precision's 16: the planner's
 figure for full assumes an fp32 master copy and is printed for reference only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=512)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per setting (after 2 warm-up steps)")
+    ap.add_argument(
+        "--steps", type=int, default=5, help="timed steps per setting (after 2 warm-up steps)"
+    )
     ap.add_argument("--skip-full", action="store_true")
-    ap.add_argument("--cpu-smoke", action="store_true",
-                    help="run every code path on the CPU with a tiny LLaMA (a test; memory shows 0)")
+    ap.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="run every code path on the CPU with a tiny LLaMA (a test; memory shows 0)",
+    )
     args = ap.parse_args(argv)
     try:
         import torch
@@ -35,6 +41,7 @@ def main(argv=None) -> int:
         print("no CUDA device: GPU check skipped (nothing to measure on this machine)")
         return 0
     import transformers as tf
+
     from beft.bias import apply_bias
     from beft.plan import BUILTIN, GB, Method, Setup, arch_from_config, plan
 
@@ -44,12 +51,21 @@ def main(argv=None) -> int:
     peak_bytes = cuda.max_memory_allocated if cuda else (lambda: 0)
     if cuda:
         props = torch.cuda.get_device_properties(dev)
-        print(f"{props.name}, {props.total_memory / GB:.1f} GB, torch {torch.__version__}, "
-              f"batch {args.batch} x {args.seq} tokens, bf16, random LLaMA-2-7B shape", flush=True)
+        print(
+            f"{props.name}, {props.total_memory / GB:.1f} GB, torch {torch.__version__}, "
+            f"batch {args.batch} x {args.seq} tokens, bf16, random LLaMA-2-7B shape",
+            flush=True,
+        )
     kw = {k: v for k, v in BUILTIN["llama2-7b"].items() if k != "model_type"}
     if smoke:
-        kw.update(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=4,
-                  intermediate_size=128, vocab_size=512)
+        kw.update(
+            num_hidden_layers=2,
+            hidden_size=64,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            intermediate_size=128,
+            vocab_size=512,
+        )
         args.batch, args.seq, args.steps = 2, 16, 1
     cfg = tf.LlamaConfig(**kw, attn_implementation="sdpa")
     t0 = time.time()
@@ -82,8 +98,16 @@ def main(argv=None) -> int:
         times.sort()
         step = times[len(times) // 2]
         p = plan(arch, method, Setup(dtype=dtype, batch=args.batch, seq=args.seq))
-        rows.append((label, sum(q.numel() for q in params), step, tokens / step,
-                     peak_bytes() / GB, p["peak"] / GB))
+        rows.append(
+            (
+                label,
+                sum(q.numel() for q in params),
+                step,
+                tokens / step,
+                peak_bytes() / GB,
+                p["peak"] / GB,
+            )
+        )
         print(f"  {label}: {step * 1000:.0f} ms/step, peak {rows[-1][4]:.1f} GB", flush=True)
         del opt
         for q in params:
@@ -105,38 +129,67 @@ def main(argv=None) -> int:
     # b_v, bf16 (added zero biases; removed afterwards so the next setting sees the base model)
     def bv():
         sel = apply_bias(model, "v")
-        run("b_v (beft), bf16", model, list(sel.trainable_parameters().values()), Method.parse("bias", "v"), "bf16")
+        run(
+            "b_v (beft), bf16",
+            model,
+            list(sel.trainable_parameters().values()),
+            Method.parse("bias", "v"),
+            "bf16",
+        )
         for site in sel.sites:
             site.module.bias = None
+
     attempt("b_v (beft), bf16", bv)
 
     def lora():
         import peft
-        net = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                         target_modules=["q_proj", "v_proj"]))
-        run("LoRA r=8 q,v (peft), bf16", net, [q for q in net.parameters() if q.requires_grad],
-            Method.parse("lora", r=8, targets="qv"), "bf16")
+
+        net = peft.get_peft_model(
+            model,
+            peft.LoraConfig(
+                r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]
+            ),
+        )
+        run(
+            "LoRA r=8 q,v (peft), bf16",
+            net,
+            [q for q in net.parameters() if q.requires_grad],
+            Method.parse("lora", r=8, targets="qv"),
+            "bf16",
+        )
         net.unload()
+
     try:
         import peft  # noqa: F401
+
         attempt("LoRA r=8 q,v (peft), bf16", lora)
     except ImportError:
         print("  LoRA skipped: peft is not installed")
 
-    need = sum(q.numel() for q in model.parameters()) * 8   # bf16 w + g + AdamW m, v
+    need = sum(q.numel() for q in model.parameters()) * 8  # bf16 w + g + AdamW m, v
     free = cuda.mem_get_info()[0] if cuda else float("inf")
     if args.skip_full:
         print("  full fine-tuning skipped (--skip-full)")
     elif need + 6 * GB > free:
-        print(f"  full fine-tuning skipped: needs ~{need / GB:.0f} GB + activations, {free / GB:.0f} GB free")
+        print(
+            f"  full fine-tuning skipped: needs ~{need / GB:.0f} GB + activations, {free / GB:.0f}"
+            " GB free"
+        )
     else:
+
         def full():
             for q in model.parameters():
                 q.requires_grad_(True)
-            run("full fine-tuning, bf16 (bf16 AdamW states)", model, list(model.parameters()),
-                Method.parse("full"), "bf16")
+            run(
+                "full fine-tuning, bf16 (bf16 AdamW states)",
+                model,
+                list(model.parameters()),
+                Method.parse("full"),
+                "bf16",
+            )
             for q in model.parameters():
                 q.requires_grad_(False)
+
         attempt("full fine-tuning, bf16 (bf16 AdamW states)", full)
 
     try:
@@ -149,11 +202,17 @@ def main(argv=None) -> int:
         for name, mod in list(model.model.layers.named_modules()):
             for child_name, child in list(mod.named_children()):
                 if isinstance(child, torch.nn.Linear):
-                    new = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=False,
-                                              has_fp16_weights=False, threshold=6.0)
-                    new.weight = bnb.nn.Int8Params(child.weight.data.to("cpu"), requires_grad=False,
-                                                   has_fp16_weights=False)
-                    setattr(mod, child_name, new.to(dev))   # quantized on the move to the GPU
+                    new = bnb.nn.Linear8bitLt(
+                        child.in_features,
+                        child.out_features,
+                        bias=False,
+                        has_fp16_weights=False,
+                        threshold=6.0,
+                    )
+                    new.weight = bnb.nn.Int8Params(
+                        child.weight.data.to("cpu"), requires_grad=False, has_fp16_weights=False
+                    )
+                    setattr(mod, child_name, new.to(dev))  # quantized on the move to the GPU
                     del child
         gc.collect()
         if cuda:
@@ -162,14 +221,22 @@ def main(argv=None) -> int:
 
         def bv8():
             sel = apply_bias(model, "v")
-            for site in sel.sites:   # added biases: zero, bf16 like the compute dtype
+            for site in sel.sites:  # added biases: zero, bf16 like the compute dtype
                 site.module.bias.data = torch.zeros_like(site.module.bias, dtype=torch.bfloat16)
-            run("b_v (beft), 8-bit base", model, list(sel.trainable_parameters().values()),
-                Method.parse("bias", "v"), "int8")
+            run(
+                "b_v (beft), 8-bit base",
+                model,
+                list(sel.trainable_parameters().values()),
+                Method.parse("bias", "v"),
+                "int8",
+            )
+
         attempt("b_v (beft), 8-bit base", bv8)
 
     print()
-    print("| setting | trainable | step (ms) | tokens/s | peak GPU memory (GB) | planner peak (GB) |")
+    print(
+        "| setting | trainable | step (ms) | tokens/s | peak GPU memory (GB) | planner peak (GB) |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for label, n, step, tps, peak, pred in rows:
         print(f"| {label} | {n:,} | {step * 1000:.0f} | {tps:,.0f} | {peak:.1f} | {pred:.1f} |")

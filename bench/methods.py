@@ -11,6 +11,7 @@ b_v) and peft's LoRA r=8 on q/v. SmolLM2-135M on the SST-2 prompt (96 training /
 zero-shot. One seed: this shows that every method runs through the one loop and what it reaches at
 this size, not a ranking. Finished runs are reused (never overwritten).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,31 @@ from pathlib import Path
 from runner import pool, train_once
 
 ROOT = Path(__file__).resolve().parents[1]
-ENC = {"model": "minilm", "task": "sst2", "regime": "low", "bias": "v", "batch_size": 16, "epochs": 2,
-       "data.max_length": 64, "data.n_eval": 872, "eval_every": 0, "threads": 1, "log_every": 50}
-DEC = {"model": "smollm2", "task": "sst2", "bias": "v", "batch_size": 8, "epochs": 1, "data.n_train": 96,
-       "data.n_eval": 200, "data.max_length": 96, "threads": 1, "log_every": 50}
+ENC = {
+    "model": "minilm",
+    "task": "sst2",
+    "regime": "low",
+    "bias": "v",
+    "batch_size": 16,
+    "epochs": 2,
+    "data.max_length": 64,
+    "data.n_eval": 872,
+    "eval_every": 0,
+    "threads": 1,
+    "log_every": 50,
+}
+DEC = {
+    "model": "smollm2",
+    "task": "sst2",
+    "bias": "v",
+    "batch_size": 8,
+    "epochs": 1,
+    "data.n_train": 96,
+    "data.n_eval": 200,
+    "data.max_length": 96,
+    "threads": 1,
+    "log_every": 50,
+}
 RUNS = [
     ("minilm", "bias", ENC, {"lr": 3e-2}),
     *[("minilm", m, ENC, {"lr": 3e-2}) for m in ("lora", "vera", "vera1d", "dora", "pissa")],
@@ -43,7 +65,9 @@ RUNS = [
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench_runs" / "methods"))
@@ -54,19 +78,29 @@ def main() -> int:
     items = []
     for model, method, base, over in RUNS:
         kv = {**base, **over, "method": method, "seed": a.seed}
-        name = f"{model}-{method}-{hashlib.sha1(json.dumps(kv, sort_keys=True).encode()).hexdigest()[:10]}"
+        digest = hashlib.sha1(json.dumps(kv, sort_keys=True).encode()).hexdigest()[:10]
+        name = f"{model}-{method}-{digest}"
         items.append((model, method, kv, root / name))
     t0 = time.perf_counter()
 
     def run(item, worker):
         model, method, kv, out = item
         t = time.perf_counter()
-        res, status = train_once(worker, [f"{k}={v}" for k, v in kv.items()], out, out.with_suffix(".log"))
-        print(f"{'done' if res else 'FAILED'} {out.name} ({time.perf_counter() - t:.0f}s){'' if res else ': ' + status}",
-              flush=True)
+        res, status = train_once(
+            worker, [f"{k}={v}" for k, v in kv.items()], out, out.with_suffix(".log")
+        )
+        print(
+            f"{'done' if res else 'FAILED'} {out.name}"
+            f" ({time.perf_counter() - t:.0f}s){'' if res else ': ' + status}",
+            flush=True,
+        )
         return res
+
     results = pool(items, a.workers, run, lambda it: not (it[3] / "result.json").is_file())
-    print("\n| model | method | trainable (bias / adapter + head) | per mille of the base | dev metric | loop s (0: evaluation only) |")
+    print(
+        "\n| model | method | trainable (bias / adapter + head) | per mille of the base | dev"
+        " metric | loop s (0: evaluation only) |"
+    )
     print("|---|---|---:|---:|---:|---:|")
     for (model, method, kv, out), r in zip(items, results):
         if r is None:
@@ -77,8 +111,10 @@ def main() -> int:
         trainable = f"{part:,} + {c['head']:,}" if c["head"] else f"{c['trainable']:,}"
         pm = 1000.0 * part / c["total"] if method != "full" else 1000.0
         metric = r["main_metric"]
-        print(f"| {model} | {method} | {trainable} | {pm:.4f} | {metric} {100 * r['final'][metric]:.1f} | "
-              f"{r['wall_time_s']:.0f} |")
+        print(
+            f"| {model} | {method} | {trainable} | {pm:.4f} | {metric}"
+            f" {100 * r['final'][metric]:.1f} | {r['wall_time_s']:.0f} |"
+        )
     print(f"\n(bench wall time {time.perf_counter() - t0:.0f}s for the runs not already finished)")
     return 0 if all(results) else 1
 

@@ -5,6 +5,7 @@ training loop (beft.train.Trainer), so Python, torch and transformers are import
 worker, not once per run. A run's output goes to its log file; a failed run is reported and the
 next one goes on.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,21 @@ class Worker:
     """One long-lived process (`runner.py --serve`) that trains the runs sent to it one by one."""
 
     def __init__(self):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, bufsize=1, env=env, cwd=str(ROOT))
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env=env,
+            cwd=str(ROOT),
+        )
 
     def train(self, args: list[str], log: Path) -> str:
         self.proc.stdin.write(json.dumps({"args": args, "log": str(log)}) + "\n")
@@ -42,24 +55,36 @@ def serve() -> int:
     """--serve: read {"args", "log"} lines on stdin, train each in this process with its output in
     its log file, answer one status line each."""
     import contextlib
+
     from beft.config import load_config
     from beft.train import Trainer
+
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     for line in sys.stdin:
         job = json.loads(line)
-        with open(job["log"], "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        with (
+            open(job["log"], "w") as f,
+            contextlib.redirect_stdout(f),
+            contextlib.redirect_stderr(f),
+        ):
             try:
                 Trainer(load_config(None, job["args"])).run()
                 status = "ok"
-            except Exception as e:   # noqa: BLE001  (reported, the next run goes on)
+            except Exception as e:  # noqa: BLE001  (reported, the next run goes on)
                 import traceback
+
                 traceback.print_exc()
-                status = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                status = (
+                    f"{type(e).__name__}:"
+                    f" {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                )
         reply.write(json.dumps({"status": status}) + "\n")
     return 0
 
 
-def train_once(worker: "Worker | None", args: list[str], out: Path, log: Path) -> tuple[dict | None, str]:
+def train_once(
+    worker: "Worker | None", args: list[str], out: Path, log: Path
+) -> tuple[dict | None, str]:
     """(result.json, status) of the run in `out`: trained by `worker` unless already finished."""
     if not (out / "result.json").is_file():
         status = worker.train(args + [f"output_dir={out}", "resume=true"], log)
@@ -90,6 +115,7 @@ def pool(items: list, workers: int, fn: Callable, needs_worker: Callable[[object
         finally:
             if worker is not None:
                 worker.close()
+
     threads = [threading.Thread(target=work) for _ in range(workers)]
     for th in threads:
         th.start()

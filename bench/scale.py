@@ -23,6 +23,7 @@ keeps a checkpoint stored in the loaded dtype memory-mapped (its weights are fil
 anonymous memory), so VmHWM above start is the figure comparable across launchers and with the
 planner's peak (beft/plan.py, load-time term included), printed beside it with their ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,10 +45,16 @@ LAUNCHERS = ("zero3", "fsdp", "8bit", "local")
 
 # ------------------------------------------------------------------------------------ write
 
-def shape_config(name: str, layers: int = 0, hidden: int = 0, intermediate: int = 0, vocab: int = 0):
-    """A transformers config with a built-in model's shapes (beft/plan.py BUILTIN), optionally cut."""
+
+def shape_config(
+    name: str, layers: int = 0, hidden: int = 0, intermediate: int = 0, vocab: int = 0
+):
+    """A transformers config with a built-in model's shapes (beft/plan.py BUILTIN), optionally
+    cut."""
     import transformers as tf
+
     from beft.plan import ALIASES, BUILTIN
+
     key = ALIASES.get(name.lower(), name.lower())
     if key not in BUILTIN:
         raise SystemExit(f"error: unknown shape {name!r}; built-in: {', '.join(sorted(BUILTIN))}")
@@ -57,12 +64,17 @@ def shape_config(name: str, layers: int = 0, hidden: int = 0, intermediate: int 
     n_layers = "n_layer" if mt == "gptj" else "num_hidden_layers"
     n_hidden = "n_embd" if mt == "gptj" else "hidden_size"
     n_inter = {"gptj": "n_inner", "opt": "ffn_dim"}.get(mt, "intermediate_size")
-    for attr, value in ((n_layers, layers), (n_hidden, hidden), (n_inter, intermediate), ("vocab_size", vocab)):
+    for attr, value in (
+        (n_layers, layers),
+        (n_hidden, hidden),
+        (n_inter, intermediate),
+        ("vocab_size", vocab),
+    ):
         if value:
             spec[attr] = value
     if mt == "opt" and hidden:
         spec["word_embed_proj_dim"] = hidden
-    cfg = tf.CONFIG_MAPPING[mt](**spec)   # derived sizes (head_dim) follow the overrides
+    cfg = tf.CONFIG_MAPPING[mt](**spec)  # derived sizes (head_dim) follow the overrides
     return cfg
 
 
@@ -70,31 +82,45 @@ def tensor_specs(config) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every tensor of the causal LM's checkpoint, from a meta-device build."""
     import torch
     import transformers as tf
+
     with torch.device("meta"):
         model = tf.AutoModelForCausalLM.from_config(config)
     state = model.state_dict()
-    tied = {n for n in getattr(model, "all_tied_weights_keys", {}) or {}} if config.tie_word_embeddings else set()
+    tied = (
+        {n for n in getattr(model, "all_tied_weights_keys", {}) or {}}
+        if config.tie_word_embeddings
+        else set()
+    )
     return [(n, tuple(t.shape)) for n, t in state.items() if n not in tied]
 
 
 def random_tensor(name: str, shape: tuple[int, ...], dtype, gen):
     import torch
-    if len(shape) == 1:   # norms start at one, biases at zero
+
+    if len(shape) == 1:  # norms start at one, biases at zero
         return (torch.ones if name.endswith("weight") else torch.zeros)(shape, dtype=dtype)
     return (torch.randn(shape, generator=gen) * 0.02).to(dtype)
 
 
-def write_checkpoint(config, out: Path, dtype: str = "bf16", shard_gb: float = 10.0, seed: int = 0,
-                     tokenizer: str = "smollm2") -> dict:
+def write_checkpoint(
+    config,
+    out: Path,
+    dtype: str = "bf16",
+    shard_gb: float = 10.0,
+    seed: int = 0,
+    tokenizer: str = "smollm2",
+) -> dict:
     """Stream a random checkpoint into out/ (safetensors shards + index), one tensor at a time."""
     import torch
-    import transformers as tf
-    from beft.models import resolve
+
+
     tok = load_tokenizer(tokenizer)
     if len(tok) > config.vocab_size:
-        raise SystemExit(f"error: the {tokenizer} tokenizer has {len(tok):,} ids; --vocab {config.vocab_size:,} "
-                         f"cannot embed them (use --vocab {len(tok)} or more)")
-    if tok.eos_token is None:   # a BERT WordPiece tokenizer as a decoder's: [SEP] ends a text
+        raise SystemExit(
+            f"error: the {tokenizer} tokenizer has {len(tok):,} ids; --vocab {config.vocab_size:,} "
+            f"cannot embed them (use --vocab {len(tok)} or more)"
+        )
+    if tok.eos_token is None:  # a BERT WordPiece tokenizer as a decoder's: [SEP] ends a text
         tok.eos_token = tok.sep_token
     config.eos_token_id = tok.eos_token_id
     config.bos_token_id = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
@@ -104,7 +130,10 @@ def write_checkpoint(config, out: Path, dtype: str = "bf16", shard_gb: float = 1
     specs = tensor_specs(config)
     shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
     size = 0
-    for name, shape in specs:   # transformers' rule: start a new file when the next tensor would overflow
+    for (
+        name,
+        shape,
+    ) in specs:  # transformers' rule: start a new file when the next tensor would overflow
         b = nbytes * _numel(shape)
         if shards[-1] and size + b > shard_gb * 1e9:
             shards.append([])
@@ -119,12 +148,19 @@ def write_checkpoint(config, out: Path, dtype: str = "bf16", shard_gb: float = 1
     gen = torch.Generator().manual_seed(seed)
     weight_map, total = {}, 0
     for i, shard in enumerate(shards):
-        fname = (f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" if len(shards) > 1
-                 else "model.safetensors")
+        fname = (
+            f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            if len(shards) > 1
+            else "model.safetensors"
+        )
         header, offset = {}, 0
         for name, shape in shard:
             b = nbytes * _numel(shape)
-            header[name] = {"dtype": st_dtype, "shape": list(shape), "data_offsets": [offset, offset + b]}
+            header[name] = {
+                "dtype": st_dtype,
+                "shape": list(shape),
+                "data_offsets": [offset, offset + b],
+            }
             offset += b
         header["__metadata__"] = {"format": "pt"}
         raw = json.dumps(header, separators=(",", ":")).encode()
@@ -139,15 +175,22 @@ def write_checkpoint(config, out: Path, dtype: str = "bf16", shard_gb: float = 1
                 del t
         total += offset
     if len(shards) > 1:
-        (tmp / "model.safetensors.index.json").write_text(json.dumps(
-            {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+        (tmp / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1)
+        )
     config.dtype = torch_dtype
     config.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     os.replace(tmp, out)
     files = {f.name: f.stat().st_size for f in sorted(out.glob("*.safetensors"))}
     params = sum(_numel(s) for _, s in specs)
-    return {"folder": str(out), "params": params, "bytes": total, "files": files, "vocab": config.vocab_size}
+    return {
+        "folder": str(out),
+        "params": params,
+        "bytes": total,
+        "files": files,
+        "vocab": config.vocab_size,
+    }
 
 
 def load_tokenizer(spec: str):
@@ -155,7 +198,9 @@ def load_tokenizer(spec: str):
     characters and the commonest words; a small vocabulary keeps a cut-down model's embedding from
     outweighing its layers, as in a 7B model where it is 2% of the parameters)."""
     import transformers as tf
+
     from beft.models import resolve
+
     name, _, n = spec.partition(":")
     if name not in ("smollm2", "minilm") or (n and not n.isdigit()):
         raise SystemExit(f"error: --tokenizer {spec!r}: use smollm2, minilm or minilm:N")
@@ -163,7 +208,7 @@ def load_tokenizer(spec: str):
         return tf.AutoTokenizer.from_pretrained(resolve(name))
     if name != "minilm":
         raise SystemExit("error: only minilm's WordPiece vocabulary can be cut (minilm:N)")
-    words = (Path(resolve("minilm")) / "vocab.txt").read_text().splitlines()[:int(n)]
+    words = (Path(resolve("minilm")) / "vocab.txt").read_text().splitlines()[: int(n)]
     return tf.BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
 
 
@@ -176,6 +221,7 @@ def _numel(shape) -> int:
 
 # -------------------------------------------------------------------------------------- run
 
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -183,20 +229,52 @@ def _port() -> int:
 
 
 def train_args(ckpt: Path, out: Path, precision: str, steps: int, length: int) -> list[str]:
-    return [f"model={ckpt}", "task=sst2", "bias=v", "data.n_train=8", "data.n_eval=2", "data.eval_batch_size=2",
-            "batch_size=2", f"max_steps={steps}", "epochs=1", f"data.max_length={length}", "lr=1e-3",
-            "threads=1", "log_every=1", f"precision={precision}", f"output_dir={out}", "overwrite=true"]
+    return [
+        f"model={ckpt}",
+        "task=sst2",
+        "bias=v",
+        "data.n_train=8",
+        "data.n_eval=2",
+        "data.eval_batch_size=2",
+        "batch_size=2",
+        f"max_steps={steps}",
+        "epochs=1",
+        f"data.max_length={length}",
+        "lr=1e-3",
+        "threads=1",
+        "log_every=1",
+        f"precision={precision}",
+        f"output_dir={out}",
+        "overwrite=true",
+    ]
 
 
 def command(launcher: str, args: list[str]) -> list[str]:
     script = str(ROOT / "launch" / "train.py")
     bin_ = Path(sys.executable).parent
     if launcher == "zero3":
-        return [str(bin_ / "deepspeed"), "--num_gpus", "2", "--master_port", str(_port()), script,
-                "--config", str(ROOT / "ds_configs" / "zero3.json"), *args]
+        return [
+            str(bin_ / "deepspeed"),
+            "--num_gpus",
+            "2",
+            "--master_port",
+            str(_port()),
+            script,
+            "--config",
+            str(ROOT / "ds_configs" / "zero3.json"),
+            *args,
+        ]
     if launcher == "fsdp":
-        return [str(bin_ / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_port()), script,
-                "--fsdp", *args]
+        return [
+            str(bin_ / "torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_port()),
+            script,
+            "--fsdp",
+            *args,
+        ]
     if launcher == "8bit":
         return [sys.executable, script, "--load_in_8bit", *args]
     if launcher == "local":
@@ -204,23 +282,43 @@ def command(launcher: str, args: list[str]) -> list[str]:
     raise SystemExit(f"error: unknown launcher {launcher!r}; choose from {', '.join(LAUNCHERS)}")
 
 
-def run_one(launcher: str, ckpt: Path, root: Path, precision: str, steps: int, length: int,
-            timeout: int) -> dict:
+def run_one(
+    launcher: str, ckpt: Path, root: Path, precision: str, steps: int, length: int, timeout: int
+) -> dict:
     out = root / launcher
     prec = "fp32" if launcher == "8bit" and precision == "auto" else precision
-    env = {"BEFT_DATA_DIR": str(ROOT.parent / "shared" / "data"), **os.environ, "OMP_NUM_THREADS": "1",
-           "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        "BEFT_DATA_DIR": str(ROOT.parent / "shared" / "data"),
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "DS_ACCELERATOR": "cpu",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
-    log = root / f"{launcher}.log"   # a file, not a pipe: the ranks outlive this process if it is stopped
+    log = (
+        root / f"{launcher}.log"
+    )  # a file, not a pipe: the ranks outlive this process if it is stopped
     with open(log, "w") as f:
-        p = subprocess.run(command(launcher, train_args(ckpt, out, prec, steps, length)), stdout=f,
-                           stderr=subprocess.STDOUT, text=True, env=env, cwd=str(ROOT), timeout=timeout)
+        p = subprocess.run(
+            command(launcher, train_args(ckpt, out, prec, steps, length)),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=str(ROOT),
+            timeout=timeout,
+        )
     p.stdout = p.stderr = log.read_text()
     wall = time.perf_counter() - t0
-    row = {"launcher": launcher, "ranks": 2 if launcher in ("zero3", "fsdp") else 1, "wall_s": round(wall, 1),
-           "rc": p.returncode, "precision": prec}
+    row = {
+        "launcher": launcher,
+        "ranks": 2 if launcher in ("zero3", "fsdp") else 1,
+        "wall_s": round(wall, 1),
+        "rc": p.returncode,
+        "precision": prec,
+    }
     if p.returncode != 0:
         row["error"] = (p.stderr or p.stdout)[-2000:]
         return row
@@ -233,9 +331,14 @@ def collect(out: Path, row: dict) -> dict:
     steps_log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     step_s = [2 / r["examples_per_s"] for r in steps_log if "examples_per_s" in r]
     mem = res["memory"]
-    row.update(peak_anon_gb=max(mem["peak_rss_anon_gb"]), start_anon_gb=max(mem["start_rss_anon_gb"]),
-               vm_hwm_gb=max(mem["vm_hwm_gb"]), start_rss_gb=max(mem["start_rss_gb"]), load_s=mem["setup_s"],
-               step_s=round(sum(step_s) / len(step_s), 1) if step_s else None)
+    row.update(
+        peak_anon_gb=max(mem["peak_rss_anon_gb"]),
+        start_anon_gb=max(mem["start_rss_anon_gb"]),
+        vm_hwm_gb=max(mem["vm_hwm_gb"]),
+        start_rss_gb=max(mem["start_rss_gb"]),
+        load_s=mem["setup_s"],
+        step_s=round(sum(step_s) / len(step_s), 1) if step_s else None,
+    )
     row["above_start_gb"] = round(row["peak_anon_gb"] - row["start_anon_gb"], 3)
     row["rss_above_start_gb"] = round(row["vm_hwm_gb"] - row["start_rss_gb"], 3)
     return row
@@ -244,34 +347,62 @@ def collect(out: Path, row: dict) -> dict:
 def predicted(ckpt: Path, launcher: str, precision: str, length: int) -> float:
     """The planner's per-rank peak (GB) for the same run: b_v, batch 1 per rank x length tokens."""
     from beft.plan import GB, Method, Setup, load_arch, plan
+
     arch = load_arch(str(ckpt))
     dtype = {"8bit": "int8"}.get(launcher, "bf16" if precision in ("bf16", "fp16") else "fp32")
     ranks = 2 if launcher in ("zero3", "fsdp") else 1
-    setup = Setup(dtype=dtype, zero=3 if launcher == "zero3" else 0, fsdp=launcher == "fsdp", gpus=ranks,
-                  batch=2 // ranks, seq=length, kernel="math")
+    setup = Setup(
+        dtype=dtype,
+        zero=3 if launcher == "zero3" else 0,
+        fsdp=launcher == "fsdp",
+        gpus=ranks,
+        batch=2 // ranks,
+        seq=length,
+        kernel="math",
+    )
     return plan(arch, Method("bias", ("v",)), setup)["peak"] / GB
 
 
 def table(meta: dict, rows: list[dict]) -> str:
-    lines = [f"checkpoint: {meta.get('folder')} ({meta.get('params', 0) / 1e9:.2f} B parameters, "
-             f"{meta.get('bytes', 0) / 1e9:.2f} GB, files {meta.get('files')}, vocab {meta.get('vocab')})", "",
-             "| launcher | ranks | precision | peak RssAnon / rank (GB) | RssAnon above start | VmHWM / rank (GB) "
-             "| VmHWM above start | load (s) | step (s) | planner (GB) | VmHWM above start / planner |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            f"checkpoint: {meta.get('folder')} ({meta.get('params', 0) / 1e9:.2f} B parameters,"
+            f" {meta.get('bytes', 0) / 1e9:.2f} GB, files {meta.get('files')}, vocab"
+            f" {meta.get('vocab')})"
+        ),
+        "",
+        (
+            "| launcher | ranks | precision | peak RssAnon / rank (GB) | RssAnon above start |"
+            " VmHWM / rank (GB) | VmHWM above start | load (s) | step (s) | planner (GB) | VmHWM"
+            " above start / planner |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r.get("rc"):
-            lines.append(f"| {r['launcher']} | {r['ranks']} | {r['precision']} | failed (rc {r['rc']}) "
-                         "| | | | | | | |")
+            lines.append(
+                f"| {r['launcher']} | {r['ranks']} | {r['precision']} | failed (rc {r['rc']}) "
+                "| | | | | | | |"
+            )
             continue
         ratio = r["rss_above_start_gb"] / r["planner_gb"] if r.get("planner_gb") else float("nan")
-        lines.append(f"| {r['launcher']} | {r['ranks']} | {r['precision']} | {r['peak_anon_gb']:.2f} | "
-                     f"{r['above_start_gb']:.2f} | {r['vm_hwm_gb']:.2f} | {r['rss_above_start_gb']:.2f} | "
-                     f"{r['load_s']:.0f} | {r['step_s']} | {r['planner_gb']:.2f} | {ratio:.2f} |")
+        lines.append(
+            f"| {r['launcher']} | {r['ranks']} | {r['precision']} | {r['peak_anon_gb']:.2f} | "
+            f"{r['above_start_gb']:.2f} | {r['vm_hwm_gb']:.2f} | {r['rss_above_start_gb']:.2f} | "
+            f"{r['load_s']:.0f} | {r['step_s']} | {r['planner_gb']:.2f} | {ratio:.2f} |"
+        )
     return "\n".join(lines)
 
 
-def run_all(ckpt: Path, launchers: list[str], precision: str, steps: int, length: int, timeout: int,
-            workdir: Path | None) -> list[dict]:
+def run_all(
+    ckpt: Path,
+    launchers: list[str],
+    precision: str,
+    steps: int,
+    length: int,
+    timeout: int,
+    workdir: Path | None,
+) -> list[dict]:
     root = workdir or ckpt.parent / (ckpt.name + "-runs")
     rows = []
     for launcher in launchers:
@@ -306,8 +437,14 @@ def main(argv=None) -> int:
         w.add_argument("--vocab", type=int, default=49152, help="0: the model's own (ids must fit)")
         w.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
         w.add_argument("--shard-gb", type=float, default=10.0)
-        w.add_argument("--tokenizer", default="smollm2", help="a model whose tokenizer is copied: smollm2 "
-                       "(49,152 ids) or minilm (BERT WordPiece, 30,522)")
+        w.add_argument(
+            "--tokenizer",
+            default="smollm2",
+            help=(
+                "a model whose tokenizer is copied: smollm2 "
+                "(49,152 ids) or minilm (BERT WordPiece, 30,522)"
+            ),
+        )
     r = sub.add_parser("run")
     r.add_argument("out", type=Path)
     rep = sub.add_parser("report", help="the table of runs already finished under --workdir")
@@ -322,8 +459,9 @@ def main(argv=None) -> int:
         p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     meta = {}
-    if args.cmd == "write":   # stdout: the JSON document alone, whatever libraries print meanwhile
+    if args.cmd == "write":  # stdout: the JSON document alone, whatever libraries print meanwhile
         from beft.cli import machine_output
+
         with machine_output() as emit:
             emit(write(args))
         return 0
@@ -332,23 +470,40 @@ def main(argv=None) -> int:
     if not meta:
         files = {f.name: f.stat().st_size for f in sorted(args.out.glob("*.safetensors"))}
         cfg = json.loads((args.out / "config.json").read_text())
-        meta = {"folder": str(args.out), "files": files, "bytes": sum(files.values()),
-                "vocab": cfg.get("vocab_size")}
+        meta = {
+            "folder": str(args.out),
+            "files": files,
+            "bytes": sum(files.values()),
+            "vocab": cfg.get("vocab_size"),
+        }
     launchers = [x for x in args.launchers.split(",") if x]
     for x in launchers:
-        command(x, [])   # unknown names fail before anything runs
-    if args.cmd == "report":   # runs that finished earlier (e.g. started by a run that was stopped)
+        command(x, [])  # unknown names fail before anything runs
+    if args.cmd == "report":  # runs that finished earlier (e.g. started by a run that was stopped)
         root = args.workdir or args.out.parent / (args.out.name + "-runs")
         rows = []
         for x in launchers:
             cfg = (root / x / "config.yaml").read_text()
-            prec = next(line.split(":", 1)[1].strip() for line in cfg.splitlines() if line.startswith("precision:"))
-            row = collect(root / x, {"launcher": x, "ranks": 2 if x in ("zero3", "fsdp") else 1, "rc": 0,
-                                     "precision": prec})
+            prec = next(
+                line.split(":", 1)[1].strip()
+                for line in cfg.splitlines()
+                if line.startswith("precision:")
+            )
+            row = collect(
+                root / x,
+                {
+                    "launcher": x,
+                    "ranks": 2 if x in ("zero3", "fsdp") else 1,
+                    "rc": 0,
+                    "precision": prec,
+                },
+            )
             row["planner_gb"] = round(predicted(args.out, x, prec, args.length), 3)
             rows.append(row)
     else:
-        rows = run_all(args.out, launchers, args.precision, args.steps, args.length, args.timeout, args.workdir)
+        rows = run_all(
+            args.out, launchers, args.precision, args.steps, args.length, args.timeout, args.workdir
+        )
     print(table(meta, rows))
     if args.json:
         args.json.write_text(json.dumps({"checkpoint": meta, "rows": rows}, indent=1))

@@ -11,7 +11,8 @@ floors, on all-MiniLM-L6-v2 and a SmolLM2-135M-shaped LLaMA (CPU, fp32).
 
 Settings: full, bitfit, bv, peft_bv, lora (first-order, AdamW); bv_ckpt (b_v, activation
 checkpointing as `activation_checkpointing=true` sets it: non-reentrant, every layer); bv_zo (one
-ZO step on the b_v biases alone: beft.zo.estimator.ZOOptimizer, n=1, eps 1e-3, Adam update, two no-grad
+ZO step on the b_v biases alone: beft.zo.estimator.ZOOptimizer, n=1, eps 1e-3, Adam update, two
+no-grad
 forwards in eval mode, as beft/zo/step.py's ZOStep runs them; a new head stays frozen here, where
 the training loop's default zo.head=first_order adds a forward + head backward); fwd (train mode,
 no_grad) and fwd_eval (eval mode, no_grad: the forward a ZO step runs twice).
@@ -24,6 +25,7 @@ medians. Memory: each setting runs 2 training steps in its own fresh process (--
 peak = VmHWM - VmRSS after model, optimizer and inputs exist and every weight is paged in (the
 kernel's peak-RSS counter is reset by writing 5 to /proc/self/clear_refs first).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,11 +45,18 @@ ROOT = Path(__file__).resolve().parents[1]
 import torch  # noqa: E402  (after the environment above)
 
 SETTINGS = ["full", "bitfit", "bv", "peft_bv", "lora", "bv_ckpt", "bv_zo", "fwd", "fwd_eval"]
-LABELS = {"full": "full fine-tuning", "bitfit": "all biases (BitFit)", "bv": "b_v (beft)",
-          "peft_bv": "b_v (peft BeftConfig)", "lora": "LoRA r=8 q,v (peft)",
-          "bv_ckpt": "b_v, activation checkpointing", "bv_zo": "b_v, ZO step (n=1: 2 eval forwards)",
-          "fwd": "forward only (train mode, no_grad)", "fwd_eval": "forward only (eval mode, no_grad)"}
-NO_GRAD = ("fwd", "fwd_eval", "bv_zo")   # settings that never call backward
+LABELS = {
+    "full": "full fine-tuning",
+    "bitfit": "all biases (BitFit)",
+    "bv": "b_v (beft)",
+    "peft_bv": "b_v (peft BeftConfig)",
+    "lora": "LoRA r=8 q,v (peft)",
+    "bv_ckpt": "b_v, activation checkpointing",
+    "bv_zo": "b_v, ZO step (n=1: 2 eval forwards)",
+    "fwd": "forward only (train mode, no_grad)",
+    "fwd_eval": "forward only (eval mode, no_grad)",
+}
+NO_GRAD = ("fwd", "fwd_eval", "bv_zo")  # settings that never call backward
 SHAPES = {"minilm": (16, 128), "smollm2": (4, 256)}
 V_NAMES = {"minilm": ["value"], "smollm2": ["v_proj"]}
 QV_NAMES = {"minilm": ["query", "value"], "smollm2": ["q_proj", "v_proj"]}
@@ -57,7 +66,9 @@ def base_model(name: str):
     """(model, head module names): MiniLM with its pretrained weights and a new 2-class head;
     the SmolLM2 shape randomly initialised from the real config."""
     import transformers as tf
+
     from beft.models import load_config, load_model
+
     torch.manual_seed(0)
     if name == "minilm":
         model, _, head = load_model("minilm", "encoder", num_labels=2)
@@ -78,25 +89,39 @@ def batch_for(name: str, vocab: int) -> dict:
 def setup(name: str, setting: str, model, head: list[str]):
     """(model to call, trainable parameters) for one setting; model is modified in place."""
     from beft.bias import apply_bias
+
     if setting in ("full", "fwd", "fwd_eval"):
         for p in model.parameters():
             p.requires_grad_(setting == "full")
     elif setting in ("bitfit", "bv", "bv_ckpt"):
         apply_bias(model, "all" if setting == "bitfit" else "v", head=head)
-        if setting == "bv_ckpt":   # exactly what beft/train.py does for activation_checkpointing=true
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if (
+            setting == "bv_ckpt"
+        ):  # exactly what beft/train.py does for activation_checkpointing=true
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
     elif setting == "bv_zo":
         sel = apply_bias(model, "v", head=head)
         for p in model.parameters():
             p.requires_grad_(False)
-        model.eval()   # both forwards of a ZO step see the same network (no dropout)
+        model.eval()  # both forwards of a ZO step see the same network (no dropout)
         return model, list(sel.bias_parameters().values())
     else:
         import peft
+
         save = head or None
-        cfg = (peft.BeftConfig(target_modules=V_NAMES[name], modules_to_save=save) if setting == "peft_bv"
-               else peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=QV_NAMES[name],
-                                    modules_to_save=save))
+        cfg = (
+            peft.BeftConfig(target_modules=V_NAMES[name], modules_to_save=save)
+            if setting == "peft_bv"
+            else peft.LoraConfig(
+                r=8,
+                lora_alpha=16,
+                lora_dropout=0.0,
+                target_modules=QV_NAMES[name],
+                modules_to_save=save,
+            )
+        )
         model = peft.get_peft_model(model, cfg)
     model.train()
     return model, [p for p in model.parameters() if p.requires_grad]
@@ -109,14 +134,17 @@ def make_step(model, params, batch, setting):
         def step():
             with torch.no_grad():
                 model(**batch)
+
         return step
     if setting == "bv_zo":
         from beft.zo.estimator import ZOOptimizer
+
         zo = ZOOptimizer(params, lr=1e-3, eps=1e-3, n=1, update="adam")
         count = iter(range(10**9))
 
         def step():
             zo.step(lambda: float(model(**batch).loss), next(count))
+
         return step
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.0)
 
@@ -124,6 +152,7 @@ def make_step(model, params, batch, setting):
         opt.zero_grad(set_to_none=True)
         model(**batch).loss.backward()
         opt.step()
+
     return step
 
 
@@ -135,7 +164,8 @@ def _status(key: str) -> int:
 
 
 def peak_worker(name: str, setting: str, steps: int = 2) -> dict:
-    """Peak RSS over the loaded-model baseline for a few steps of one setting (run in a fresh process)."""
+    """Peak RSS over the loaded-model baseline for a few steps of one setting (run in a fresh
+    process)."""
     model, head = base_model(name)
     model, params = setup(name, setting, model, head)
     batch = batch_for(name, model.config.vocab_size)
@@ -157,18 +187,24 @@ def peak_worker(name: str, setting: str, steps: int = 2) -> dict:
         for t in list(model.parameters()) + list(model.buffers()):
             t.sum()
     import gc
+
     gc.collect()
     try:
-        Path("/proc/self/clear_refs").write_text("5")   # reset VmHWM to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     except OSError:
         pass
     base = _status("VmRSS")
     for _ in range(steps):
         step()
     peak = _status("VmHWM")
-    return {"model": name, "setting": setting, "baseline_rss": base, "peak_delta": peak - base,
-            "trainable": sum(p.numel() for p in params) if setting not in ("fwd", "fwd_eval") else 0,
-            "weights": sum(p.numel() * p.element_size() for p in model.parameters())}
+    return {
+        "model": name,
+        "setting": setting,
+        "baseline_rss": base,
+        "peak_delta": peak - base,
+        "trainable": sum(p.numel() for p in params) if setting not in ("fwd", "fwd_eval") else 0,
+        "weights": sum(p.numel() * p.element_size() for p in model.parameters()),
+    }
 
 
 def measure_peak(name: str, setting: str, threads: int = 1, timeout: float = 600) -> dict:
@@ -177,9 +213,22 @@ def measure_peak(name: str, setting: str, threads: int = 1, timeout: float = 600
     # peak follows live tensor memory (like torch.cuda.max_memory_allocated) instead of malloc's
     # cached free space
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MALLOC_MMAP_THRESHOLD_": "65536"}
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--peak", name, setting,
-                          "--threads", str(threads)], capture_output=True, text=True, env=env,
-                         timeout=timeout, cwd=str(ROOT))
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--peak",
+            name,
+            setting,
+            "--threads",
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=str(ROOT),
+    )
     if out.returncode != 0:
         raise RuntimeError(f"peak worker {name}/{setting} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -211,24 +260,33 @@ def time_settings(name: str, settings: list[str], rounds: int, log=print) -> dic
 def table(name: str, res: dict, mem: dict | None, ref: str) -> str:
     times, base = res["times"], res["times"][ref]
     b, t = SHAPES[name]
-    lines = [f"### {name} (batch {b} x {t} tokens, fp32)", "",
-             f"| setting | trainable | step (median s) | ratio to {ref} (median of rounds) | ratio range | tokens/s "
-             "| peak memory (MiB) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"### {name} (batch {b} x {t} tokens, fp32)",
+        "",
+        (
+            f"| setting | trainable | step (median s) | ratio to {ref} (median of rounds) | ratio"
+            " range | tokens/s | peak memory (MiB) |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for s, ts in times.items():
         ratios = [x / y for x, y in zip(ts, base)]
         med = statistics.median(ts)
         peak = f"{mem[s]['peak_delta'] / 2**20:,.0f}" if mem and s in mem else "-"
-        lines.append(f"| {LABELS[s]} | {res['trainable'][s]:,} | {med:.3f} | {statistics.median(ratios):.2f} | "
-                     f"{min(ratios):.2f}-{max(ratios):.2f} | {res['tokens'] / med:,.0f} | {peak} |")
-    if "bv_zo" in times:   # the ZO step against each forward-only floor measured
+        lines.append(
+            f"| {LABELS[s]} | {res['trainable'][s]:,} | {med:.3f} | {statistics.median(ratios):.2f}"
+            f" | {min(ratios):.2f}-{max(ratios):.2f} | {res['tokens'] / med:,.0f} | {peak} |"
+        )
+    if "bv_zo" in times:  # the ZO step against each forward-only floor measured
         lines.append("")
         for f in ("fwd_eval", "fwd"):
             if f not in times:
                 continue
             r = [x / y for x, y in zip(times["bv_zo"], times[f])]
-            line = (f"ZO step / {LABELS[f]}: time {statistics.median(r):.2f} "
-                    f"(rounds {min(r):.2f}-{max(r):.2f})")
+            line = (
+                f"ZO step / {LABELS[f]}: time {statistics.median(r):.2f} "
+                f"(rounds {min(r):.2f}-{max(r):.2f})"
+            )
             if mem and "bv_zo" in mem and f in mem:
                 line += f", peak memory {mem['bv_zo']['peak_delta'] / mem[f]['peak_delta']:.2f}"
             lines.append(line + "  ")
@@ -236,14 +294,32 @@ def table(name: str, res: dict, mem: dict | None, ref: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--models", nargs="+", default=["minilm", "smollm2"], choices=list(SHAPES))
     ap.add_argument("--settings", nargs="+", default=SETTINGS, choices=SETTINGS)
-    ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default: minilm 5, smollm2 3)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is the most stable on a shared box)")
-    ap.add_argument("--ref", default=None, choices=SETTINGS,
-                    help="setting the time ratios are taken against (default: full if run, else the first)")
-    ap.add_argument("--jobs", type=int, default=1, help="peak-memory workers run at once (memory is per process)")
+    ap.add_argument(
+        "--rounds", type=int, default=None, help="timed rounds (default: minilm 5, smollm2 3)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 is the most stable on a shared box)",
+    )
+    ap.add_argument(
+        "--ref",
+        default=None,
+        choices=SETTINGS,
+        help="setting the time ratios are taken against (default: full if run, else the first)",
+    )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="peak-memory workers run at once (memory is per process)",
+    )
     ap.add_argument("--quick", action="store_true", help="MiniLM only, 1 timed round, no memory")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--peak", nargs=2, metavar=("MODEL", "SETTING"), help=argparse.SUPPRESS)
@@ -263,6 +339,7 @@ def main(argv=None) -> int:
         mem = None
         if not (args.quick or args.no_memory):
             from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max(1, args.jobs)) as pool:
                 peaks = pool.map(lambda s: measure_peak(name, s, args.threads), args.settings)
                 mem = dict(zip(args.settings, peaks))

@@ -9,6 +9,7 @@
 Writes <out>/adapter (beft's format: launch/export.py turns it into peft or a merged checkpoint) and
 <out>/peft (loads with peft.PeftModel.from_pretrained(base, <out>/peft)).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,10 @@ from beft.models import resolve
 
 def sst2(folder: Path, split: str, n: int | None) -> list[tuple[str, int]]:
     with open(folder / f"{split}.tsv", newline="") as f:
-        rows = [(r["sentence"], int(r["label"])) for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+        rows = [
+            (r["sentence"], int(r["label"]))
+            for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        ]
     return rows[:n] if n else rows
 
 
@@ -41,12 +45,19 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-2)
     p.add_argument("--max_length", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--deepspeed", help="a DeepSpeed JSON config (ZeRO-2: ZeRO-3 partitions the biases "
-                   "apply_bias adds, which beft's own loop handles and the Trainer does not)")
-    p.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)   # the deepspeed launcher's
+    p.add_argument(
+        "--deepspeed",
+        help=(
+            "a DeepSpeed JSON config (ZeRO-2: ZeRO-3 partitions the biases "
+            "apply_bias adds, which beft's own loop handles and the Trainer does not)"
+        ),
+    )
+    p.add_argument(
+        "--local_rank", type=int, default=-1, help=argparse.SUPPRESS
+    )  # the deepspeed launcher's
     a = p.parse_args()
 
-    tf.set_seed(a.seed)                       # the new head starts the same on every rank and run
+    tf.set_seed(a.seed)  # the new head starts the same on every rank and run
     name = resolve(a.model)
     tok = tf.AutoTokenizer.from_pretrained(name)
     model = tf.AutoModelForSequenceClassification.from_pretrained(name, num_labels=2)
@@ -54,21 +65,41 @@ def main() -> None:
 
     rows = sst2(Path(a.data), "train", a.n_train)
     enc = tok([s for s, _ in rows], truncation=True, max_length=a.max_length, padding="max_length")
-    data = [{"input_ids": torch.tensor(i), "attention_mask": torch.tensor(m), "labels": torch.tensor(y)}
-            for i, m, (_, y) in zip(enc["input_ids"], enc["attention_mask"], rows)]
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else \
-        int(__import__("os").environ.get("WORLD_SIZE", "1"))
-    args = tf.TrainingArguments(output_dir=a.out, per_device_train_batch_size=a.batch_size // world,
-                                max_steps=a.max_steps, learning_rate=a.lr, lr_scheduler_type="constant",
-                                weight_decay=0.0, save_strategy="no", report_to=[], logging_steps=10,
-                                seed=a.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
-                                # Trainer multiplies the loss by the number of processes for any model
-                                # whose forward takes **kwargs, as if it were a token sum; a
-                                # classification loss is a mean, so 2 ranks would see twice the gradient
-                                # (and clip differently) without this.
-                                average_tokens_across_devices=False, deepspeed=a.deepspeed)
-    trainer = tf.Trainer(model=model, args=args, train_dataset=data,
-                         callbacks=[BiasCallback(selection, peft_dir=str(Path(a.out) / "peft"))])
+    data = [
+        {"input_ids": torch.tensor(i), "attention_mask": torch.tensor(m), "labels": torch.tensor(y)}
+        for i, m, (_, y) in zip(enc["input_ids"], enc["attention_mask"], rows)
+    ]
+    world = (
+        torch.distributed.get_world_size()
+        if torch.distributed.is_initialized()
+        else int(__import__("os").environ.get("WORLD_SIZE", "1"))
+    )
+    args = tf.TrainingArguments(
+        output_dir=a.out,
+        per_device_train_batch_size=a.batch_size // world,
+        max_steps=a.max_steps,
+        learning_rate=a.lr,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=10,
+        seed=a.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        # Trainer multiplies the loss by the number of processes for any model
+        # whose forward takes **kwargs, as if it were a token sum; a
+        # classification loss is a mean, so 2 ranks would see twice the gradient
+        # (and clip differently) without this.
+        average_tokens_across_devices=False,
+        deepspeed=a.deepspeed,
+    )
+    trainer = tf.Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        callbacks=[BiasCallback(selection, peft_dir=str(Path(a.out) / "peft"))],
+    )
     trainer.train()
 
 

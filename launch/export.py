@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`beft export` as a script (the same command; `beft export -h` for its options)."""
+
 import sys
 
 from beft.cli import run

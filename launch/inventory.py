@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`beft inventory` as a script (the same command; `beft inventory -h` for its options)."""
+
 import sys
 
 from beft.cli import run

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`beft plan` as a script (the same command; `beft plan -h` for its options)."""
+
 import sys
 
 from beft.cli import run

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """`beft rank` as a script (the same command; `beft rank -h` for its options)."""
+
 import sys
 
 from beft.cli import run

@@ -13,7 +13,8 @@ torch.set_num_threads(1)
 
 # Markers (pyproject): `dist` starts 2 or more ranks, `slow` loads a real pretrained model (or
 # measures one); `make test-fast` runs neither. A test parametrized by a multi-rank `launcher` is
-# marked dist here; a test not marked dist that starts a multi-rank launcher fails (_dist_is_marked).
+# marked dist here; a test not marked dist that starts a multi-rank launcher fails
+# (_dist_is_marked).
 
 
 def pytest_collection_modifyitems(items):
@@ -25,16 +26,20 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(autouse=True)
 def _dist_is_marked(request, monkeypatch):
-    """make test-fast deselects `dist`: a test that starts ranks without the marker would run there."""
+    """make test-fast deselects `dist`: a test that starts ranks without the marker would run
+    there."""
     if request.node.get_closest_marker("dist") is not None:
         return
 
     class Guarded(subprocess.Popen):
         def __init__(self, args, *a, **kw):
             if starts_ranks(args):
-                raise AssertionError(f"{request.node.nodeid} starts several ranks ({args[0]}): "
-                                     "mark it @pytest.mark.dist")
+                raise AssertionError(
+                    f"{request.node.nodeid} starts several ranks ({args[0]}): "
+                    "mark it @pytest.mark.dist"
+                )
             super().__init__(args, *a, **kw)
+
     monkeypatch.setattr(subprocess, "Popen", Guarded)
 
 

@@ -10,6 +10,7 @@ process is restored afterwards: os.environ, cwd, sys.argv, torch threads and ran
 handlers, library log levels. Use a subprocess where the process itself is the point: exit codes
 of a killed process, signals, launchers, several ranks.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,6 +35,7 @@ FAULT_ENV = ("BEFT_KILL", "BEFT_TERM")
 @dataclass
 class Finished:
     """The fields of subprocess.CompletedProcess that the tests read."""
+
     args: list
     returncode: int
     stdout: str
@@ -42,7 +44,7 @@ class Finished:
 
 
 def needs_process(env: dict | None) -> bool:
-    return any(k.startswith(FAULT_ENV) for k in (env or {}))
+    return any(k.startswith(FAULT_ENV) for k in env or {})
 
 
 def _python_warnings() -> None:
@@ -51,8 +53,11 @@ def _python_warnings() -> None:
     for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning, DeprecationWarning):
         warnings.simplefilter("ignore", category)
     warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
-    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
-        warnings.formatwarning(message, category, filename, lineno, line))
+    warnings.showwarning = (
+        lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line)
+        )
+    )
 
 
 @contextlib.contextmanager
@@ -66,6 +71,7 @@ def _process_state(env: dict | None, cwd, argv0: str, argv: list):
     ds_logger = logging.getLogger("DeepSpeed")
     ds_filters, ds_level = list(ds_logger.filters), ds_logger.level
     from transformers.utils import logging as tf_logging
+
     tf_level, tf_bar = tf_logging.get_verbosity(), tf_logging.is_progress_bar_enabled()
     os.environ.update({k: str(v) for k, v in (env or {}).items()})
     if cwd is not None:
@@ -96,11 +102,21 @@ def _process_state(env: dict | None, cwd, argv0: str, argv: list):
 def _log_streams(out, err):
     """Logging handlers made before the run hold the stdout / stderr of that moment (transformers'
     handler, made when it was imported): they write to out / err while the run lasts."""
-    targets = {id(sys.stdout): out, id(sys.__stdout__): out, id(sys.stderr): err, id(sys.__stderr__): err}
-    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(lg, logging.Logger)]
-    moved = [(h, h.stream) for lg in loggers for h in lg.handlers
-             if type(h) is logging.StreamHandler and id(h.stream) in targets]
+    targets = {
+        id(sys.stdout): out,
+        id(sys.__stdout__): out,
+        id(sys.stderr): err,
+        id(sys.__stderr__): err,
+    }
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    moved = [
+        (h, h.stream)
+        for lg in loggers
+        for h in lg.handlers
+        if type(h) is logging.StreamHandler and id(h.stream) in targets
+    ]
     for h, stream in moved:
         h.setStream(targets[id(stream)])
     try:
@@ -110,14 +126,26 @@ def _log_streams(out, err):
             h.setStream(stream)
 
 
-def run_main(main: Callable[[list[str]], int], argv: list, *, env: dict | None = None, cwd=None,
-             argv0: str = "beft") -> Finished:
-    """main(argv) through beft.cli.run (one-line errors, exit codes) with stdout and stderr captured."""
+def run_main(
+    main: Callable[[list[str]], int],
+    argv: list,
+    *,
+    env: dict | None = None,
+    cwd=None,
+    argv0: str = "beft",
+) -> Finished:
+    """main(argv) through beft.cli.run (one-line errors, exit codes) with stdout and stderr
+    captured."""
     from beft.cli import run
+
     argv = [str(a) for a in argv]
     out, err = io.StringIO(), io.StringIO()
-    with _process_state(env, cwd, argv0, argv), _log_streams(out, err), contextlib.redirect_stdout(out), \
-            contextlib.redirect_stderr(err):
+    with (
+        _process_state(env, cwd, argv0, argv),
+        _log_streams(out, err),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
         try:
             run(main, argv)
             code = 0
@@ -127,7 +155,7 @@ def run_main(main: Callable[[list[str]], int], argv: list, *, env: dict | None =
                 print(e.code, file=sys.stderr)
         except KeyboardInterrupt:
             raise
-        except BaseException:   # noqa: BLE001  (what an uncaught exception does to a process)
+        except BaseException:  # noqa: BLE001  (what an uncaught exception does to a process)
             traceback.print_exc()
             code = 1
     return Finished([argv0, *argv], code, out.getvalue(), err.getvalue())
@@ -140,6 +168,7 @@ def run_script(script, argv: list, **kw) -> Finished:
     """A thin entry script (launch/*.py, slurm/sweep.py: `run(main, sys.argv[1:])`) run in this
     process: its module's main through run_main."""
     import importlib.util
+
     path = str(script)
     if path not in _SCRIPTS:
         spec = importlib.util.spec_from_file_location(f"_script_{len(_SCRIPTS)}", path)

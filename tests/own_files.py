@@ -1,18 +1,38 @@
 """Small own-data files written by the tests: CSV, JSON Lines and Parquet, in every task shape."""
+
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
 
-GOOD = ["a great movie", "wonderful acting", "great fun", "a wonderful story", "fun and great", "lovely film"]
-BAD = ["a terrible movie", "awful acting", "boring and bad", "a bad story", "terrible fun", "awful film"]
+GOOD = [
+    "a great movie",
+    "wonderful acting",
+    "great fun",
+    "a wonderful story",
+    "fun and great",
+    "lovely film",
+]
+BAD = [
+    "a terrible movie",
+    "awful acting",
+    "boring and bad",
+    "a bad story",
+    "terrible fun",
+    "awful film",
+]
 
 
 def sentiment(n: int) -> list[dict]:
     """n rows alternating pos / neg, string labels."""
-    return [{"sentence": (GOOD if i % 2 == 0 else BAD)[i // 2 % 6], "label": "pos" if i % 2 == 0 else "neg"}
-            for i in range(n)]
+    return [
+        {
+            "sentence": (GOOD if i % 2 == 0 else BAD)[i // 2 % 6],
+            "label": "pos" if i % 2 == 0 else "neg",
+        }
+        for i in range(n)
+    ]
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
@@ -34,6 +54,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def write_parquet(path: Path, rows: list[dict]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
@@ -48,9 +69,17 @@ def classification_folder(root: Path, n_train: int = 32, n_eval: int = 16) -> Pa
 
 def pair_folder(root: Path, n_train: int = 32, n_eval: int = 16) -> Path:
     """train.jsonl + validation.jsonl: premise / hypothesis, int labels 0 / 1."""
+
     def rows(n):
-        return [{"premise": r["sentence"], "hypothesis": "it was good", "label": int(r["label"] == "pos")}
-                for r in sentiment(n)]
+        return [
+            {
+                "premise": r["sentence"],
+                "hypothesis": "it was good",
+                "label": int(r["label"] == "pos"),
+            }
+            for r in sentiment(n)
+        ]
+
     write_jsonl(root / "train.jsonl", rows(n_train))
     write_jsonl(root / "validation.jsonl", rows(n_eval))
     return root
@@ -58,9 +87,16 @@ def pair_folder(root: Path, n_train: int = 32, n_eval: int = 16) -> Path:
 
 def regression_folder(root: Path, n_train: int = 32, n_eval: int = 16) -> Path:
     """train.parquet + validation.parquet: float scores."""
+
     def rows(n):
-        return [{"sentence": r["sentence"], "score": (4.5 if r["label"] == "pos" else 0.5) + 0.1 * (i % 3)}
-                for i, r in enumerate(sentiment(n))]
+        return [
+            {
+                "sentence": r["sentence"],
+                "score": (4.5 if r["label"] == "pos" else 0.5) + 0.1 * (i % 3),
+            }
+            for i, r in enumerate(sentiment(n))
+        ]
+
     write_parquet(root / "train.parquet", rows(n_train))
     write_parquet(root / "validation.parquet", rows(n_eval))
     return root
@@ -68,6 +104,13 @@ def regression_folder(root: Path, n_train: int = 32, n_eval: int = 16) -> Path:
 
 def completion_file(path: Path, n: int = 40) -> Path:
     """One JSON Lines file of prompt / completion pairs (no eval split: one is held out)."""
-    return write_jsonl(path, [{"prompt": f"Review {i}: {r['sentence']}\nSentiment:",
-                               "completion": " positive" if r["label"] == "pos" else " negative"}
-                              for i, r in enumerate(sentiment(n))])
+    return write_jsonl(
+        path,
+        [
+            {
+                "prompt": f"Review {i}: {r['sentence']}\nSentiment:",
+                "completion": " positive" if r["label"] == "pos" else " negative",
+            }
+            for i, r in enumerate(sentiment(n))
+        ],
+    )

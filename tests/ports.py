@@ -1,4 +1,6 @@
-"""A free TCP port for a multi-process test's rendezvous (runs started together must not share one)."""
+"""A free TCP port for a multi-process test's rendezvous (runs started together must not share
+one)."""
+
 import socket
 
 

@@ -1,11 +1,12 @@
 """`beft COMMAND ...`: the console script, python -m beft and launch/*.py are one dispatch."""
+
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from beft import commands
 from beft.cli import run
@@ -19,12 +20,17 @@ def tiny_bert(tmp_path_factory):
 
 
 def beft_script() -> list[str]:
-    """The installed `beft` console script; where the package was installed before pyproject declared
-    it (reinstall: pip install -e .), the code that script runs, read from pyproject's [project.scripts]."""
+    """The installed `beft` console script; where the package was installed before pyproject
+    declared
+    it (reinstall: pip install -e .), the code that script runs, read from pyproject's
+    [project.scripts].
+    """
     installed = Path(sys.executable).parent / "beft"
     if installed.is_file():
         return [str(installed)]
-    module, fn = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["beft"].split(":")
+    module, fn = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"][
+        "beft"
+    ].split(":")
     return [sys.executable, "-c", f"import {module}; {module}.{fn}()"]
 
 
@@ -37,7 +43,9 @@ def test_console_script_dispatches_every_command(tiny_bert):
     assert p.returncode == 0 and all(f"beft {c}" in p.stdout for c in commands.COMMANDS), p.stdout
     p = _run(beft_script() + ["trian", "model=minilm"])
     assert p.returncode == 2 and p.stderr.splitlines() == [
-        "error: unknown command 'trian'; commands: train, export, inventory, plan, rank, sweep (beft -h for help)"]
+        "error: unknown command 'trian'; commands: train, export, inventory, plan, rank, sweep"
+        " (beft -h for help)"
+    ]
     p = _run(beft_script() + ["inventory", f"model={tiny_bert}", "bias=v", "json=true"])
     assert p.returncode == 0, p.stderr[-2000:]
     report = json.loads(p.stdout)
@@ -45,7 +53,8 @@ def test_console_script_dispatches_every_command(tiny_bert):
     assert m.returncode == 0 and json.loads(m.stdout) == report
     p = _run([sys.executable, "-m", "beft", "train", "--load_in_8bit", "--load_in_4bit"])
     assert p.returncode == 2 and p.stderr.splitlines() == [
-        "error: --load_in_8bit and --load_in_4bit contradict each other (quant); give one of them"]
+        "error: --load_in_8bit and --load_in_4bit contradict each other (quant); give one of them"
+    ]
 
 
 def test_in_process_dispatch_equals_each_entry(tiny_bert, capsys):
@@ -55,7 +64,9 @@ def test_in_process_dispatch_equals_each_entry(tiny_bert, capsys):
         o = capsys.readouterr()
         assert e.value.code == 0, o.err
         return json.loads(o.out)
+
     from beft.commands import inventory
+
     by_key = out(commands.main, ["inventory", f"model={tiny_bert}", "bias=qv", "json=true"])
     assert by_key == out(commands.main, ["inventory", tiny_bert, "bias=qv", "json=true"])
     assert by_key == out(inventory.main, [tiny_bert, "bias=qv", "json=true"])

@@ -1,11 +1,13 @@
 """tests/tolerance.py: the bound of a "two runs agree" comparison covers the rounding another
 machine showed (issue 13) and stays far too narrow for a bug, for the numbers the suite uses."""
+
 import pytest
 import torch
 
 from tolerance import TIGHT, assert_agree, tolerance
 
-# the suite's comparisons: steps, reduction, lr, factor, largest |value| (tests/train/train_helpers.py:
+# the suite's comparisons: steps, reduction, lr, factor, largest |value|
+# (tests/train/train_helpers.py:
 # TOKENS = 8 x 32 for backpropagation, BATCH = 8 examples and ZO_FACTOR = 500 for zeroth order)
 CALLS = {
     "first order, 2 ranks vs 1 process": (16, 256, 1e-2, 1, 0.1),
@@ -23,7 +25,9 @@ def test_the_rounding_issue_13_saw_passes_and_the_old_literal_did_not():
     one = {"classifier.weight": torch.linspace(-0.142, 0.142, 128).reshape(2, 64)}
     two = {"classifier.weight": one["classifier.weight"] + 2.03e-6}
     assert tolerance(0.142, steps=24, reduction=256, lr=1e-2) > 5 * 2.03e-6 > 5 * 1e-6
-    assert assert_agree(one, two, steps=24, reduction=256, lr=1e-2) == pytest.approx(2.03e-6, rel=1e-2)
+    assert assert_agree(one, two, steps=24, reduction=256, lr=1e-2) == pytest.approx(
+        2.03e-6, rel=1e-2
+    )
 
 
 @pytest.mark.parametrize("steps,reduction,lr,factor,scale", CALLS.values(), ids=CALLS.keys())
@@ -33,16 +37,22 @@ def test_a_wrong_step_fails(steps, reduction, lr, factor, scale):
     tol = tolerance(scale, steps=steps, reduction=reduction, lr=lr, factor=factor)
     assert tol <= lr / TIGHT and (factor > 1 or tol <= lr / 500)
     one = {"bias": torch.linspace(-scale, scale, 64)}
-    assert_agree(one, {"bias": one["bias"] + tol / 2}, steps=steps, reduction=reduction, lr=lr, factor=factor)
+    assert_agree(
+        one, {"bias": one["bias"] + tol / 2}, steps=steps, reduction=reduction, lr=lr, factor=factor
+    )
     for moved in (lr, lr / 2, 2 * tol):
         wrong = one["bias"].clone()
         wrong[7] += moved
         with pytest.raises(AssertionError, match="differ by"):
-            assert_agree(one, {"bias": wrong}, steps=steps, reduction=reduction, lr=lr, factor=factor)
+            assert_agree(
+                one, {"bias": wrong}, steps=steps, reduction=reduction, lr=lr, factor=factor
+            )
 
 
 def test_a_bound_too_loose_to_catch_a_bug_is_refused():
     one = {"bias": torch.zeros(4)}
     with pytest.raises(AssertionError, match="could not catch a wrong step"):
         assert_agree(one, one, steps=400, reduction=256, lr=1e-2, factor=500)
-    assert assert_agree(0.6, 0.6 + 1e-7, steps=20, reduction=256, lr=1e-2) == pytest.approx(1e-7, rel=1e-3)
+    assert assert_agree(0.6, 0.6 + 1e-7, steps=20, reduction=256, lr=1e-2) == pytest.approx(
+        1e-7, rel=1e-3
+    )

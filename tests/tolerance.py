@@ -38,15 +38,16 @@ wrong number of ranks: no tolerance catches that). assert_agree fails when the b
 lr / TIGHT, so a call's numbers can never loosen it into uselessness: first-order bounds are
 700-3000x below lr, zeroth-order ones, which magnify by 1 / (2 zo.eps) = 500, 10-25x.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
 
-EPS = torch.finfo(torch.float32).eps      # 2**-23: every compared run trains in float32
+EPS = torch.finfo(torch.float32).eps  # 2**-23: every compared run trains in float32
 C = 16
-TIGHT = 10                                # the bound stays >= 10x below one step of lr
+TIGHT = 10  # the bound stays >= 10x below one step of lr
 
 
 def max_diff(a, b) -> float:
@@ -68,8 +69,9 @@ def tolerance(scale: float, *, steps: int, reduction: int, lr: float, factor: fl
     return C * EPS * steps * (scale + factor * lr * math.sqrt(reduction))
 
 
-def assert_agree(a, b, *, steps: int, reduction: int, lr: float, factor: float = 1.0,
-                 what: str = "") -> float:
+def assert_agree(
+    a, b, *, steps: int, reduction: int, lr: float, factor: float = 1.0, what: str = ""
+) -> float:
     """a and b ({name: tensor}, or two floats) agree within tolerance(); returns the difference.
     Fails as well when the bound is not TIGHT times below lr: it could not tell a bug apart."""
     if isinstance(a, dict):
@@ -77,8 +79,12 @@ def assert_agree(a, b, *, steps: int, reduction: int, lr: float, factor: float =
     else:
         diff, scale = abs(a - b), max(abs(a), abs(b))
     tol = tolerance(scale, steps=steps, reduction=reduction, lr=lr, factor=factor)
-    assert tol <= lr / TIGHT, (f"{what}: the bound {tol:.3g} is not {TIGHT}x below lr={lr:g}: it could not "
-                               f"catch a wrong step ({steps} steps, n={reduction}, factor {factor:g})")
-    assert diff <= tol, (f"{what}: differ by {diff:.3g} > {tol:.3g} = {C} * eps * {steps} steps * "
-                         f"({scale:.3g} + {factor:g} * lr {lr:g} * sqrt({reduction}))")
+    assert tol <= lr / TIGHT, (
+        f"{what}: the bound {tol:.3g} is not {TIGHT}x below lr={lr:g}: it could not "
+        f"catch a wrong step ({steps} steps, n={reduction}, factor {factor:g})"
+    )
+    assert diff <= tol, (
+        f"{what}: differ by {diff:.3g} > {tol:.3g} = {C} * eps * {steps} steps * "
+        f"({scale:.3g} + {factor:g} * lr {lr:g} * sqrt({reduction}))"
+    )
     return diff

@@ -3,6 +3,7 @@
 Sharded loading never materialises the checkpoint: each read copies one tensor (or the rows a
 rank owns) out of the mapped file, so a rank's memory holds its partition plus one tensor in
 flight, whatever the sizes of the checkpoint's files (LLaMA-2-7B ships 9.9 + 3.5 GB)."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 
 INDEX = "model.safetensors.index.json"
-LEGACY = {"gamma": "weight", "beta": "bias"}   # old LayerNorm names that transformers renames
+LEGACY = {"gamma": "weight", "beta": "bias"}  # old LayerNorm names that transformers renames
 
 
 class CheckpointMismatch(ValueError):
@@ -21,6 +22,7 @@ class CheckpointMismatch(ValueError):
 class Checkpoint:
     def __init__(self, folder: str | Path):
         from safetensors import safe_open
+
         self.folder = Path(folder)
         index = self.folder / INDEX
         if index.is_file():
@@ -28,8 +30,10 @@ class Checkpoint:
         elif (self.folder / "model.safetensors").is_file():
             files = None
         else:
-            raise CheckpointMismatch(f"{self.folder} holds no safetensors checkpoint (model.safetensors or "
-                                     f"{INDEX}); sharded loading needs one (convert .bin with save_pretrained)")
+            raise CheckpointMismatch(
+                f"{self.folder} holds no safetensors checkpoint (model.safetensors or "
+                f"{INDEX}); sharded loading needs one (convert .bin with save_pretrained)"
+            )
         self._open = {}
         self.file_of: dict[str, str] = {}
         for name in sorted(set(files.values())) if files else ["model.safetensors"]:
@@ -48,12 +52,14 @@ class Checkpoint:
         is mapped for this read alone: its pages leave the process's resident set once copied (a
         long-lived mapping would keep every page a rank has read resident in it)."""
         from safetensors import safe_open
+
         with safe_open(str(self.folder / self.file_of[key]), framework="pt") as handle:
             part = handle.get_slice(key)
-            return part[rows[0]:rows[1]] if rows is not None else part[:]
+            return part[rows[0] : rows[1]] if rows is not None else part[:]
 
     def match(self, names: list[str], prefix: str = "") -> dict[str, str]:
-        """model name -> checkpoint key for each name the checkpoint holds: exact, with the base model
+        """model name -> checkpoint key for each name the checkpoint holds: exact, with the base
+        model
         prefix (e.g. "bert.") added or removed, or with LayerNorm's legacy gamma/beta names."""
         have, out = self.file_of, {}
         for name in names:
@@ -62,7 +68,7 @@ class Checkpoint:
             for cand in [name, *legacy]:
                 options = [cand]
                 if prefix and cand.startswith(prefix + "."):
-                    options.append(cand[len(prefix) + 1:])
+                    options.append(cand[len(prefix) + 1 :])
                 elif prefix:
                     options.append(f"{prefix}.{cand}")
                 hit = next((o for o in options if o in have), None)
@@ -76,9 +82,11 @@ class Checkpoint:
         for name, key in keys.items():
             got = self.shape(key)
             if got != tuple(expected[name]):
-                raise CheckpointMismatch(f"checkpoint tensor {key} in {self.folder} has shape {list(got)}, the "
-                                         f"model's config expects {list(expected[name])} for {name}: the "
-                                         "checkpoint does not match its config.json")
+                raise CheckpointMismatch(
+                    f"checkpoint tensor {key} in {self.folder} has shape {list(got)}, the "
+                    f"model's config expects {list(expected[name])} for {name}: the "
+                    "checkpoint does not match its config.json"
+                )
 
 
 def shard_rows(full_rows: int, world: int, rank: int) -> tuple[int, int]:

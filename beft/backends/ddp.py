@@ -6,6 +6,7 @@ all-reduce of their flattened gradients per optimizer step (bias vectors: kiloby
 is nothing to overlap with the backward), no wrapper module (generation, hooks and the ZO path
 see the model itself), and gradient accumulation needs no no_sync(). Rank 0's trained tensors
 are broadcast first, as DistributedDataParallel does when it wraps a module."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,17 +41,22 @@ class DDPBackend(LocalBackend):
                 p.grad.copy_(g.view_as(p.grad))
         return super().step(params)
 
-    # -- state: the one-process checkpoint, written by rank 0, plus each rank's RNG ------------------
+    # -- state: the one-process checkpoint, written by rank 0, plus each rank's RNG
+    # ------------------
     def save_checkpoint(self, directory: Path, params, extra: dict) -> None:
         if dist.rank() == 0:
-            super().save_checkpoint(directory, params, {**extra, "ddp_world_size": dist.world_size()})
+            super().save_checkpoint(
+                directory, params, {**extra, "ddp_world_size": dist.world_size()}
+            )
         torch.save(rng_state(), rank_file(directory, "rng"))
 
     def load_checkpoint(self, directory: Path, params) -> dict:
         extra = super().load_checkpoint(directory, params)
         written = extra.pop("ddp_world_size", 1)
         if written != dist.world_size():
-            raise RuntimeError(f"checkpoint {directory} was written by {written} rank(s); resume with the "
-                               f"same number (now {dist.world_size()})")
+            raise RuntimeError(
+                f"checkpoint {directory} was written by {written} rank(s); resume with the "
+                f"same number (now {dist.world_size()})"
+            )
         set_rng_state(torch.load(rank_file(directory, "rng"), weights_only=True))
         return extra

@@ -1,4 +1,5 @@
 """DeepSpeed ZeRO-2 / ZeRO-3 (optionally CPU offload): the only module importing deepspeed."""
+
 from __future__ import annotations
 
 import atexit
@@ -11,7 +12,15 @@ import torch
 
 from . import dist
 from .ds_config import check_launcher, fill, read, zero_stage
-from .local import LocalBackend, rank_file, read_state, rng_state, set_rng_state, unreadable, write_state
+from .local import (
+    LocalBackend,
+    rank_file,
+    read_state,
+    rng_state,
+    set_rng_state,
+    unreadable,
+    write_state,
+)
 
 
 def unlink_cpu_allreduce_buffer() -> None:
@@ -30,9 +39,11 @@ def unlink_cpu_allreduce_buffer() -> None:
 
 class DeepSpeedBackend(LocalBackend):
     kind = "deepspeed"
-    replicated = False   # shards or master copies: in-place edits of the trained tensors do not stick
+    replicated = (
+        False  # shards or master copies: in-place edits of the trained tensors do not stick
+    )
     evaluates_alone = False
-    stage = 0   # the ZeRO stage, read from the JSON in load_model
+    stage = 0  # the ZeRO stage, read from the JSON in load_model
 
     @property
     def title(self) -> str:
@@ -45,50 +56,70 @@ class DeepSpeedBackend(LocalBackend):
     @staticmethod
     def start_group() -> None:
         import deepspeed
+
         deepspeed.init_distributed(dist_backend=dist.comm_backend(), timeout=dist.TIMEOUT)
 
     def init(self) -> None:
         check_launcher(self.cfg.deepspeed_config)
-        read(self.cfg.deepspeed_config)   # a bad file is reported before the data and model load
+        read(self.cfg.deepspeed_config)  # a bad file is reported before the data and model load
         import deepspeed  # noqa: F401  (fail early when missing)
+
         super().init()
         atexit.register(unlink_cpu_allreduce_buffer)
 
-    def load_model(self, name: str, arch: str, *, num_labels: int | None = None,
-                   quantization_config=None) -> tuple:
+    def load_model(
+        self, name: str, arch: str, *, num_labels: int | None = None, quantization_config=None
+    ) -> tuple:
         from transformers import AutoConfig
         from transformers.integrations import HfDeepSpeedConfig
+
         from ..models import build_empty, load_model, resolve
+
         mcfg = AutoConfig.from_pretrained(resolve(name))
         hidden = getattr(mcfg, "hidden_size", None) or getattr(mcfg, "n_embd", None)
         self.ds_config = fill(self.cfg.deepspeed_config, self.cfg, dist.world_size(), hidden)
         self.stage = zero_stage(self.ds_config)
-        self.base_dtype = (torch.bfloat16 if self.ds_config.get("bf16", {}).get("enabled") else
-                           torch.float16 if self.ds_config.get("fp16", {}).get("enabled") else torch.float32)
+        self.base_dtype = (
+            torch.bfloat16
+            if self.ds_config.get("bf16", {}).get("enabled")
+            else torch.float16 if self.ds_config.get("fp16", {}).get("enabled") else torch.float32
+        )
         # Kept alive: while it exists, transformers builds the model under zero.Init, so ZeRO-3
         # partitions the weights as each layer is created (no full copy per rank).
         self._hf_ds = HfDeepSpeedConfig(self.ds_config)
         if self.stage == 3 and quantization_config is None:
             # not from_pretrained: under ZeRO-3 it reads every checkpoint file whole into rank 0's
             # memory before partitioning; here each tensor is gathered and filled one at a time
-            model, tokenizer, head, ckpt, keys = build_empty(name, arch, num_labels=num_labels,
-                                                             dtype=self.base_dtype)
+            model, tokenizer, head, ckpt, keys = build_empty(
+                name, arch, num_labels=num_labels, dtype=self.base_dtype
+            )
             self._fill_partitioned(model, ckpt, keys)
         else:
-            model, tokenizer, head = load_model(name, arch, num_labels=num_labels, dtype=self.base_dtype,
-                                                quantization_config=quantization_config)
+            model, tokenizer, head = load_model(
+                name,
+                arch,
+                num_labels=num_labels,
+                dtype=self.base_dtype,
+                quantization_config=quantization_config,
+            )
         # proof that ZeRO-3 never held a full copy: right after loading, before any bias is
         # added, every weight is a ZeRO parameter whose local shard is about 1/world of it
-        local = sum(int(p.ds_tensor.numel()) if hasattr(p, "ds_tensor") else p.numel() for p in model.parameters())
+        local = sum(
+            int(p.ds_tensor.numel()) if hasattr(p, "ds_tensor") else p.numel()
+            for p in model.parameters()
+        )
         full = sum(int(getattr(p, "ds_numel", p.numel())) for p in model.parameters())
         self.load_report = {"loaded_local_numel": local, "loaded_full_numel": full}
         return model, tokenizer, head
 
     @staticmethod
     def _fill_partitioned(model, ckpt, keys: dict[str, str]) -> None:
-        """Rank 0 copies each checkpoint tensor, read out of the memory-mapped file, into the gathered
-        parameter; leaving the context re-partitions it. A rank holds its partition plus one tensor."""
+        """Rank 0 copies each checkpoint tensor, read out of the memory-mapped file, into the
+        gathered
+        parameter; leaving the context re-partitions it. A rank holds its partition plus one tensor.
+        """
         import deepspeed
+
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if n in keys and hasattr(p, "ds_id"):
@@ -98,26 +129,33 @@ class DeepSpeedBackend(LocalBackend):
 
     def prepare(self, model, params: dict[str, torch.Tensor], build_optim) -> dict:
         import deepspeed
+
         self.forward_only = self.cfg.optim.kind == "zo"
         if self.forward_only:
-            # ZO: no DeepSpeed optimizer (it would keep fp32 copies that in-place ZO updates bypass);
+            # ZO: no DeepSpeed optimizer (it would keep fp32 copies that in-place ZO updates
+            # bypass);
             # ZeRO-3 still partitions every weight and gathers it for the forward (ZeRO-Inference).
             engine, *_ = deepspeed.initialize(model=model, config=self.ds_config)
             self.model, self.engine, self.optimizer, self.scheduler = engine, engine, None, None
         else:
             optimizer, scheduler = build_optim(list(params.values()))
-            engine, opt, _, sched = deepspeed.initialize(model=model, model_parameters=list(params.values()),
-                                                         optimizer=optimizer, lr_scheduler=scheduler,
-                                                         config=self.ds_config)
+            engine, opt, _, sched = deepspeed.initialize(
+                model=model,
+                model_parameters=list(params.values()),
+                optimizer=optimizer,
+                lr_scheduler=scheduler,
+                config=self.ds_config,
+            )
             self.model, self.optimizer, self.scheduler, self.engine = engine, opt, sched, engine
         # every rank has mapped every CPU all-reduce buffer by now: drop the names at once, so a run
-        # killed later (SIGKILL, OOM) leaves nothing in /dev/shm either (atexit covers earlier exits)
+        # killed later (SIGKILL, OOM) leaves nothing in /dev/shm either (atexit covers earlier
+        # exits)
         dist.barrier()
         unlink_cpu_allreduce_buffer()
         return params
 
     def autocast(self):
-        return contextlib.nullcontext()   # DeepSpeed casts the model itself (bf16/fp16 sections)
+        return contextlib.nullcontext()  # DeepSpeed casts the model itself (bf16/fp16 sections)
 
     def backward(self, loss: torch.Tensor) -> None:
         # DeepSpeed counts micro-steps: backward then step on every micro-batch; it scales the
@@ -140,22 +178,26 @@ class DeepSpeedBackend(LocalBackend):
         if self.forward_only or selection is None:
             return
         from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
         for param, idx, values in selection.frozen_slices:
-            if values is None:   # a ZeRO-3 partition (never here)
+            if values is None:  # a ZeRO-3 partition (never here)
                 continue
-            master = safe_get_full_fp32_param(param)   # every rank calls: an all-reduce of one bias
+            master = safe_get_full_fp32_param(param)  # every rank calls: an all-reduce of one bias
             master[idx.to(master.device)] = values.to(master.device, master.dtype)
             safe_set_full_fp32_param(param, master)
 
     def gathered(self, params: list[torch.Tensor]):
         if self.stage == 3:
             import deepspeed
+
             return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
         return contextlib.nullcontext()
 
     def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with self.gathered(list(params.values())):
-            return {n: p.detach().to("cpu", dtype=torch.float32, copy=True) for n, p in params.items()}
+            return {
+                n: p.detach().to("cpu", dtype=torch.float32, copy=True) for n, p in params.items()
+            }
 
     @contextlib.contextmanager
     def full_access(self, params: list[torch.Tensor]):
@@ -165,6 +207,7 @@ class DeepSpeedBackend(LocalBackend):
             yield params, lambda: None
             return
         import deepspeed
+
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
             full = [p.detach().clone() for p in params]
 
@@ -172,6 +215,7 @@ class DeepSpeedBackend(LocalBackend):
             with deepspeed.zero.GatheredParameters(params, modifier_rank=0), torch.no_grad():
                 for p, f in zip(params, full):
                     p.data.copy_(f)
+
         yield full, sync
 
     def fill_initial(self, selection) -> None:
@@ -180,14 +224,18 @@ class DeepSpeedBackend(LocalBackend):
             selection.initial = self.full_state(selection.bias_parameters())
 
     def save_checkpoint(self, directory: Path, params, extra: dict) -> None:
-        if self.forward_only:   # ZO: the trained values (gathered) and the loop state, no optimizer
+        if self.forward_only:  # ZO: the trained values (gathered) and the loop state, no optimizer
             full = self.full_state(params)
             if dist.rank() == 0:
                 write_state({"params": full, "extra": extra}, directory / "state.pt")
             write_state(rng_state(), rank_file(directory, "rng"))
             return
-        self.engine.save_checkpoint(str(directory), tag="state", client_state={"extra": extra},
-                                    exclude_frozen_parameters=True)
+        self.engine.save_checkpoint(
+            str(directory),
+            tag="state",
+            client_state={"extra": extra},
+            exclude_frozen_parameters=True,
+        )
         write_state(rng_state(), rank_file(directory, "rng"))
 
     def load_checkpoint(self, directory: Path, params) -> dict:
@@ -200,9 +248,14 @@ class DeepSpeedBackend(LocalBackend):
             set_rng_state(read_state(rank_file(directory, "rng")))
             return state["extra"]
         try:
-            _, client = self.engine.load_checkpoint(str(directory), tag="state", load_module_strict=False,
-                                                    load_optimizer_states=True, load_lr_scheduler_states=True)
-        except (RuntimeError, EOFError, OSError) as e:   # DeepSpeed's own torch.load of its files
+            _, client = self.engine.load_checkpoint(
+                str(directory),
+                tag="state",
+                load_module_strict=False,
+                load_optimizer_states=True,
+                load_lr_scheduler_states=True,
+            )
+        except (RuntimeError, EOFError, OSError) as e:  # DeepSpeed's own torch.load of its files
             if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e):
                 raise
             raise unreadable(directory / "state", e) from None

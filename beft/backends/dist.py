@@ -1,4 +1,5 @@
 """Rank and world-size logic: the one place that reads launcher environment variables."""
+
 from __future__ import annotations
 
 import os
@@ -41,17 +42,24 @@ def half_dtype(precision: str) -> torch.dtype | None:
 def check_precision(precision: str) -> None:
     """precision=bf16 on a GPU without native bfloat16 (V100, T4: compute capability < 8.0) would
     run emulated, several times slower, or fail inside a kernel: say so before anything loads."""
-    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported(
-            including_emulation=False):
+    if (
+        precision == "bf16"
+        and torch.cuda.is_available()
+        and not torch.cuda.is_bf16_supported(including_emulation=False)
+    ):
         major, minor = torch.cuda.get_device_capability()
-        raise ValueError(f"precision=bf16: this GPU ({torch.cuda.get_device_name()}, compute capability "
-                         f"{major}.{minor}) has no native bfloat16 (needs 8.0+); use precision=fp32, or fp16 "
-                         "under DeepSpeed (which scales the loss)")
+        raise ValueError(
+            f"precision=bf16: this GPU ({torch.cuda.get_device_name()}, compute capability "
+            f"{major}.{minor}) has no native bfloat16 (needs 8.0+); use precision=fp32, or fp16 "
+            "under DeepSpeed (which scales the loss)"
+        )
 
 
 def base_dtype(precision: str) -> torch.dtype:
-    """The dtype of the frozen base weights. A frozen weight needs no fp32 copy: precision=bf16 / fp16
-    loads it in 16 bits on any device (the CPU too); auto does so where the GPU has a native half type
+    """The dtype of the frozen base weights. A frozen weight needs no fp32 copy: precision=bf16 /
+    fp16
+    loads it in 16 bits on any device (the CPU too); auto does so where the GPU has a native half
+    type
     (see half_dtype). Trained tensors keep fp32 values whatever this says."""
     check_precision(precision)
     if precision in ("bf16", "fp16"):
@@ -79,8 +87,10 @@ def init(start: Callable[[], None] = start_group) -> None:
     have = dist.get_world_size() if dist.is_initialized() else 1
     if have != want:
         raise RuntimeError(
-            f"the launcher started {want} processes but the process group has {have}: each rank "
-            "would train alone (accelerate's FSDP on CPU does this); launch with torchrun or deepspeed")
+            f"the launcher started {want} processes but the process group has {have}: each rank"
+            " would train alone (accelerate's FSDP on CPU does this); launch with torchrun or"
+            " deepspeed"
+        )
 
 
 def world_size() -> int:
@@ -105,13 +115,18 @@ def mean_and_any(value: float, flag: bool) -> tuple[float, bool]:
     """Average a float and OR a flag over ranks in one all-reduce."""
     if not dist.is_initialized():
         return value, flag
-    t = torch.tensor([value, float(flag)], dtype=torch.float64, device=device() if comm_backend() == "nccl" else "cpu")
+    t = torch.tensor(
+        [value, float(flag)],
+        dtype=torch.float64,
+        device=device() if comm_backend() == "nccl" else "cpu",
+    )
     dist.all_reduce(t)
     return t[0].item() / dist.get_world_size(), t[1].item() > 0
 
 
 def sum_tensors(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Element-wise sums over ranks (float32, on the CPU): one all-reduce of the flattened tensors."""
+    """Element-wise sums over ranks (float32, on the CPU): one all-reduce of the flattened
+    tensors."""
     tensors = [t.detach().float().cpu() for t in tensors]
     if not dist.is_initialized() or not tensors:
         return tensors

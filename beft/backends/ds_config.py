@@ -1,4 +1,5 @@
 """Fill a DeepSpeed JSON's "auto" fields from our config (no deepspeed import needed)."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,9 @@ import torch
 
 from . import dist
 
-
 # what DeepSpeed's init_distributed reads from a launcher (without them it tries MPI discovery)
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-MPI_ENV = ("OMPI_COMM_WORLD_RANK", "PMI_RANK")   # mpirun: DeepSpeed discovers the ranks itself
+MPI_ENV = ("OMPI_COMM_WORLD_RANK", "PMI_RANK")  # mpirun: DeepSpeed discovers the ranks itself
 
 
 def check_launcher(path: str, environ=os.environ) -> None:
@@ -22,9 +22,11 @@ def check_launcher(path: str, environ=os.environ) -> None:
     if all(k in environ for k in LAUNCHER_ENV) or any(k in environ for k in MPI_ENV):
         return
     missing = ", ".join(k for k in LAUNCHER_ENV if k not in environ)
-    raise ValueError(f"the DeepSpeed config {path} needs the deepspeed launcher ({missing} unset): "
-                     f"deepspeed --num_gpus N launch/train.py --config {path} ...; or leave out --config "
-                     "to train on one process")
+    raise ValueError(
+        f"the DeepSpeed config {path} needs the deepspeed launcher ({missing} unset): "
+        f"deepspeed --num_gpus N launch/train.py --config {path} ...; or leave out --config "
+        "to train on one process"
+    )
 
 
 def read(path: str) -> dict:
@@ -35,17 +37,25 @@ def read(path: str) -> dict:
     try:
         ds = json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"DeepSpeed config {p} is not valid JSON: line {e.lineno}: {e.msg}") from None
+        raise ValueError(
+            f"DeepSpeed config {p} is not valid JSON: line {e.lineno}: {e.msg}"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"DeepSpeed config {p} cannot be read ({e}); pass a DeepSpeed JSON file "
-                         "(see ds_configs/)") from None
+        raise ValueError(
+            f"DeepSpeed config {p} cannot be read ({e}); pass a DeepSpeed JSON file "
+            "(see ds_configs/)"
+        ) from None
     if not isinstance(ds, dict):
-        raise ValueError(f"DeepSpeed config {p} holds a JSON {type(ds).__name__}, not an object "
-                         '{"zero_optimization": {...}, ...}; see ds_configs/zero2.json')
+        raise ValueError(
+            f"DeepSpeed config {p} holds a JSON {type(ds).__name__}, not an object "
+            '{"zero_optimization": {...}, ...}; see ds_configs/zero2.json'
+        )
     zero = ds.get("zero_optimization", {})
     if not isinstance(zero, dict):
-        raise ValueError(f"DeepSpeed config {p}: zero_optimization must be an object, e.g. "
-                         '{"stage": 2}; see ds_configs/zero2.json')
+        raise ValueError(
+            f"DeepSpeed config {p}: zero_optimization must be an object, e.g. "
+            '{"stage": 2}; see ds_configs/zero2.json'
+        )
     return ds
 
 
@@ -86,18 +96,26 @@ def fill(path: str, cfg, world_size: int, hidden_size: int | None) -> dict:
                 break
         if isinstance(node, dict) and node.get(leaf) == "auto":
             node[leaf] = value
-    given = {"train_batch_size": cfg.batch_size, "train_micro_batch_size_per_gpu": micro,
-             "gradient_accumulation_steps": accum}
+    given = {
+        "train_batch_size": cfg.batch_size,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accum,
+    }
     for k, v in given.items():
         if ds.get(k) != v:
-            raise ValueError(f"DeepSpeed config {p}: {k}={ds.get(k)} disagrees with batch_size={cfg.batch_size}, "
-                             f"world size {world_size}, optim.grad_accum={accum} (use \"auto\")")
+            raise ValueError(
+                f"DeepSpeed config {p}: {k}={ds.get(k)} disagrees with"
+                f" batch_size={cfg.batch_size}, "
+                f'world size {world_size}, optim.grad_accum={accum} (use "auto")'
+            )
     left = [k for k, v in _walk(ds) if v == "auto"]
     if left:
         raise ValueError(f"DeepSpeed config {p}: cannot fill \"auto\" for {', '.join(left)}")
     if "optimizer" in ds or "scheduler" in ds:
-        raise ValueError(f"DeepSpeed config {p}: remove 'optimizer'/'scheduler'; beft passes its own "
-                         "AdamW and schedule (set lr and optim.* in the beft config)")
+        raise ValueError(
+            f"DeepSpeed config {p}: remove 'optimizer'/'scheduler'; beft passes its own "
+            "AdamW and schedule (set lr and optim.* in the beft config)"
+        )
     return ds
 
 

@@ -1,9 +1,11 @@
 """Single process (CPU or one GPU, optionally 8-/4-bit base weights): the reference backend."""
+
 from __future__ import annotations
 
 import contextlib
 import random
 from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -12,11 +14,12 @@ from . import dist
 
 class LocalBackend:
     """Satisfies beft/backends/protocol.py's Backend."""
+
     kind = "local"
     title = "one process"
-    replicated = True   # each rank holds the whole model: the loop may edit trained tensors in place
+    replicated = True  # each rank holds the whole model: the loop may edit trained tensors in place
     shards_parameters = False
-    evaluates_alone = True   # a method that only evaluates needs no optimizer
+    evaluates_alone = True  # a method that only evaluates needs no optimizer
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -28,17 +31,28 @@ class LocalBackend:
 
     # -- lifecycle -------------------------------------------------------------------------
     def init(self) -> None:
-        dist.init(self.start_group)   # several ranks and nothing asked: beft/backends/choose.py picked ddp
+        dist.init(
+            self.start_group
+        )  # several ranks and nothing asked: beft/backends/choose.py picked ddp
         self.rank, self.world_size, self.device = dist.rank(), dist.world_size(), dist.device()
 
-    def load_model(self, name: str, arch: str, *, num_labels: int | None = None,
-                   quantization_config=None) -> tuple:
+    def load_model(
+        self, name: str, arch: str, *, num_labels: int | None = None, quantization_config=None
+    ) -> tuple:
         """(model, tokenizer, head): the frozen base in dist.base_dtype(precision)."""
         from ..models import load_model
+
         self.base_dtype = dist.base_dtype(self.cfg.precision)
-        model, tokenizer, head = load_model(name, arch, num_labels=num_labels, dtype=self.base_dtype,
-                                            quantization_config=quantization_config)
-        if not (getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False)):
+        model, tokenizer, head = load_model(
+            name,
+            arch,
+            num_labels=num_labels,
+            dtype=self.base_dtype,
+            quantization_config=quantization_config,
+        )
+        if not (
+            getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False)
+        ):
             model.to(self.device)
         return model, tokenizer, head
 
@@ -69,7 +83,8 @@ class LocalBackend:
         return float(norm)
 
     def shard_report(self) -> dict:
-        """Elements of the frozen parameters held by this rank vs their full size: proof of sharding."""
+        """Elements of the frozen parameters held by this rank vs their full size: proof of
+        sharding."""
         local = full = 0
         for p in self.model.parameters():
             if p.requires_grad:
@@ -81,14 +96,19 @@ class LocalBackend:
                 local += int(p.to_local().numel())
             else:
                 local += int(p.numel())
-        return {"frozen_local_numel": local, "frozen_full_numel": full, **getattr(self, "load_report", {})}
+        return {
+            "frozen_local_numel": local,
+            "frozen_full_numel": full,
+            **getattr(self, "load_report", {}),
+        }
 
     def release(self) -> None:
         """After forward-only passes (evaluation, ZO): free what the backend keeps gathered."""
 
     @contextlib.contextmanager
     def full_access(self, params: list[torch.Tensor]):
-        """(full tensors, sync): edit the full tensors in place, then sync() so the model sees them."""
+        """(full tensors, sync): edit the full tensors in place, then sync() so the model sees
+        them."""
         yield params, lambda: None
 
     @staticmethod
@@ -97,7 +117,8 @@ class LocalBackend:
         dist.start_group()
 
     def fill_initial(self, selection) -> None:
-        """b_0 of each trained bias where the local tensors do not hold it (ZeRO-3); here they do."""
+        """b_0 of each trained bias where the local tensors do not hold it (ZeRO-3); here they
+        do."""
 
     def after_step(self, restore, selection) -> None:
         """Run the method's after-step hook (restore the unselected slices of fused biases that
@@ -109,9 +130,16 @@ class LocalBackend:
         """Full (gathered) copies of the named parameters on CPU; every rank must call."""
         return {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
 
-    def save_checkpoint(self, directory: Path, params: dict[str, torch.Tensor], extra: dict) -> None:
-        state = {"params": self.full_state(params), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "extra": extra, "rng": rng_state()}
+    def save_checkpoint(
+        self, directory: Path, params: dict[str, torch.Tensor], extra: dict
+    ) -> None:
+        state = {
+            "params": self.full_state(params),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "extra": extra,
+            "rng": rng_state(),
+        }
         write_state(state, directory / "state.pt")
 
     def load_checkpoint(self, directory: Path, params: dict[str, torch.Tensor]) -> dict:
@@ -137,8 +165,11 @@ def keep_fp32(params: dict[str, torch.Tensor]) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -161,13 +192,16 @@ class CheckpointCorrupt(ValueError):
 
 def unreadable(path: Path, e: BaseException) -> CheckpointCorrupt:
     what = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-    return CheckpointCorrupt(f"checkpoint file {path} is truncated or damaged ({what}); delete "
-                             f"{path.parent} to restart the run from its first step, or restore it")
+    return CheckpointCorrupt(
+        f"checkpoint file {path} is truncated or damaged ({what}); delete "
+        f"{path.parent} to restart the run from its first step, or restore it"
+    )
 
 
 def write_state(state: dict, path: Path) -> None:
     """torch.save, a full disk named (outputs.disk_full_names)."""
     from ..outputs import disk_full_names
+
     with disk_full_names(path):
         torch.save(state, path)
 
@@ -176,6 +210,7 @@ def read_state(path: Path) -> dict:
     """torch.load(weights_only=True) of a checkpoint file; an unreadable file is one line naming it
     (torch says "failed finding central directory", "[Errno 22] Invalid argument" or nothing)."""
     import pickle
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:

@@ -2,6 +2,7 @@
 
 The recipe never asks which backend it runs: it reads the capability attributes below instead of
 comparing names. tests/backends/test_backend_protocol.py checks every backend class against this."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,18 +15,19 @@ from torch import nn
 
 @runtime_checkable
 class Backend(Protocol):
-    kind: str                 # "local" | "ddp" | "deepspeed" | "fsdp": reporting only (result.json)
-    title: str                # for messages: "one process", "DDP", "DeepSpeed ZeRO-3", "FSDP2"
-    replicated: bool          # each rank holds whole trained tensors: in-place edits stick
-    shards_parameters: bool   # each rank holds a shard of the parameters (FSDP2, ZeRO-3)
-    evaluates_alone: bool     # may run a method that only evaluates (no optimizer, one process)
-    model: nn.Module | None   # the model the loop runs (set by prepare)
-    device: torch.device      # set by init
+    kind: str  # "local" | "ddp" | "deepspeed" | "fsdp": reporting only (result.json)
+    title: str  # for messages: "one process", "DDP", "DeepSpeed ZeRO-3", "FSDP2"
+    replicated: bool  # each rank holds whole trained tensors: in-place edits stick
+    shards_parameters: bool  # each rank holds a shard of the parameters (FSDP2, ZeRO-3)
+    evaluates_alone: bool  # may run a method that only evaluates (no optimizer, one process)
+    model: nn.Module | None  # the model the loop runs (set by prepare)
+    device: torch.device  # set by init
 
     # lifecycle
     def init(self) -> None: ...
-    def load_model(self, name: str, arch: str, *, num_labels: int | None = None,
-                   quantization_config=None) -> tuple: ...
+    def load_model(
+        self, name: str, arch: str, *, num_labels: int | None = None, quantization_config=None
+    ) -> tuple: ...
     def prepare(self, model: nn.Module, params: dict[str, torch.Tensor], build_optim) -> dict: ...
     def fill_initial(self, selection) -> None: ...
     def cleanup(self) -> None: ...
@@ -40,6 +42,8 @@ class Backend(Protocol):
 
     # state
     def full_state(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
-    def save_checkpoint(self, directory: Path, params: dict[str, torch.Tensor], extra: dict) -> None: ...
+    def save_checkpoint(
+        self, directory: Path, params: dict[str, torch.Tensor], extra: dict
+    ) -> None: ...
     def load_checkpoint(self, directory: Path, params: dict[str, torch.Tensor]) -> dict: ...
     def shard_report(self) -> dict: ...

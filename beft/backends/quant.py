@@ -1,17 +1,23 @@
 """8-bit / 4-bit base weights through bitsandbytes (CPU and GPU)."""
+
 from __future__ import annotations
 
 import torch
 
 from ..bias.selection import BiasSelection
 
-
-HEAD_MODULES = ("classifier", "score", "qa_outputs", "lm_head")   # task / LM heads of transformers' models
+HEAD_MODULES = (
+    "classifier",
+    "score",
+    "qa_outputs",
+    "lm_head",
+)  # task / LM heads of transformers' models
 
 
 def available() -> bool:
     try:
         import bitsandbytes  # noqa: F401
+
         return True
     except Exception:
         return False
@@ -24,13 +30,18 @@ def quantization_config(bits: int, compute_dtype: torch.dtype = torch.float32):
     if not available():
         raise ImportError("8-bit/4-bit loading needs bitsandbytes: pip install 'beft[quant]'")
     from transformers import BitsAndBytesConfig
+
     # output layers stay in full precision: a new task head is trained (a quantized, randomly
     # initialised classifier crashed in bitsandbytes), and the LM head scores
     skip = list(HEAD_MODULES)
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=skip,
+    )
 
 
 def zero_added_biases(selection: BiasSelection) -> None:
@@ -46,5 +57,8 @@ def zero_added_biases(selection: BiasSelection) -> None:
 
 
 def is_quantized(model) -> bool:
-    return bool(getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False)
-                or getattr(model, "quantization_method", None))
+    return bool(
+        getattr(model, "is_loaded_in_8bit", False)
+        or getattr(model, "is_loaded_in_4bit", False)
+        or getattr(model, "quantization_method", None)
+    )

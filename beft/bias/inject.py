@@ -1,4 +1,5 @@
 """Select bias targets on a model: add zero biases where missing, freeze everything else."""
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from .detect import out_features
-from .families import TARGETS, Family, detect_family, find_projections
+from .families import TARGETS, detect_family, find_projections
 from .selection import BiasSelection, BiasSite, in_head
 
 
@@ -22,8 +23,10 @@ def parse_targets(spec: str | Iterable[str]) -> list[str]:
         parts = item.split(",") if "," in item else list(item)
         for p in (x.strip() for x in parts):
             if p not in TARGETS:
-                raise ValueError(f"unknown bias target {p!r} in {spec!r}; use q, k, v, o, a "
-                                 "combination such as 'qv', or 'all'")
+                raise ValueError(
+                    f"unknown bias target {p!r} in {spec!r}; use q, k, v, o, a "
+                    "combination such as 'qv', or 'all'"
+                )
             if p not in out:
                 out.append(p)
     if not out:
@@ -36,7 +39,8 @@ def add_zero_bias(module: nn.Module, dtype: torch.dtype | None = None) -> nn.Par
     w = module.weight
     if dtype is None:
         dtype = w.dtype if w.dtype.is_floating_point else torch.float32
-    # a weight on the meta device (sharded loading) gets a real zero bias: it has no checkpoint value
+    # a weight on the meta device (sharded loading) gets a real zero bias: it has no checkpoint
+    # value
     device = "cpu" if w.is_meta else w.device
     module.bias = nn.Parameter(torch.zeros(out_features(module), dtype=dtype, device=device))
     return module.bias
@@ -49,9 +53,13 @@ def _float_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def apply_bias(model: nn.Module, targets: str | Iterable[str], *,
-               patterns: dict[str, str] | None = None,
-               head: Iterable[str] = ()) -> BiasSelection:
+def apply_bias(
+    model: nn.Module,
+    targets: str | Iterable[str],
+    *,
+    patterns: dict[str, str] | None = None,
+    head: Iterable[str] = (),
+) -> BiasSelection:
     """Make exactly the selected biases (and the named head modules) trainable.
 
     targets: q/k/v/o, any combination, or 'all' (every native bias plus q/k/v/o, added where the
@@ -68,8 +76,12 @@ def apply_bias(model: nn.Module, targets: str | Iterable[str], *,
             if site is None:
                 native = module.bias is not None if family.regex else t in family.native
                 if module.bias is None:
-                    add_zero_bias(module, dtype=None if module.weight.dtype.is_floating_point
-                                  else _float_dtype(model))
+                    add_zero_bias(
+                        module,
+                        dtype=(
+                            None if module.weight.dtype.is_floating_point else _float_dtype(model)
+                        ),
+                    )
                 site = sites[name] = BiasSite(name, module, {}, added=not native)
             if family.is_fused(t):
                 idx = family.fused_layout(model.config, out_features(module))[t]
@@ -81,16 +93,23 @@ def apply_bias(model: nn.Module, targets: str | Iterable[str], *,
     head_prefixes = tuple(head)
     for p in model.parameters():
         p.requires_grad_(False)
-    selection = BiasSelection(family.name, wanted, list(sites.values()), head_modules=list(head_prefixes))
+    selection = BiasSelection(
+        family.name, wanted, list(sites.values()), head_modules=list(head_prefixes)
+    )
     for name, p in model.named_parameters():
         if in_head(name, head_prefixes):
             selection.head[name] = p
-        elif wanted == ["all"] and name.endswith(".bias") and name not in selection.bias_parameters():
+        elif (
+            wanted == ["all"] and name.endswith(".bias") and name not in selection.bias_parameters()
+        ):
             selection.extra[name] = p
     for p in selection.trainable_parameters().values():
         p.requires_grad_(True)
-    selection.initial = {n: p.detach().to("cpu", copy=True) for n, p in selection.bias_parameters().items()
-                         if not hasattr(p, "ds_numel") and not p.is_meta}   # ZeRO-3: the backend fills it gathered
+    selection.initial = {
+        n: p.detach().to("cpu", copy=True)
+        for n, p in selection.bias_parameters().items()
+        if not hasattr(p, "ds_numel") and not p.is_meta
+    }  # ZeRO-3: the backend fills it gathered
     for site in selection.sites:
         if site.partial:
             _mask_fused(selection, site)

@@ -1,4 +1,5 @@
 """Which bias entries train: the result of selecting targets on a model."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -30,10 +31,11 @@ def in_head(name: str, head: Iterable[str]) -> bool:
 @dataclass
 class BiasSite:
     """One selected projection (a fused projection may serve several targets)."""
-    name: str                          # module name, e.g. "model.layers.0.self_attn.v_proj"
+
+    name: str  # module name, e.g. "model.layers.0.self_attn.v_proj"
     module: nn.Module
-    counts: dict[str, int]             # target -> trainable entries on this module
-    added: bool                        # the bias was created by beft (zero-initialised)
+    counts: dict[str, int]  # target -> trainable entries on this module
+    added: bool  # the bias was created by beft (zero-initialised)
     index: torch.Tensor | None = None  # trainable output features of a fused layer; None = all
 
     @property
@@ -55,11 +57,15 @@ class BiasSelection:
     family: str
     targets: list[str]
     sites: list[BiasSite]
-    extra: dict[str, nn.Parameter] = field(default_factory=dict)   # other native biases ('all')
-    head: dict[str, nn.Parameter] = field(default_factory=dict)    # newly created task head
-    head_modules: list[str] = field(default_factory=list)           # its module-name prefixes
-    frozen_slices: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
-    initial: dict[str, torch.Tensor] = field(default_factory=dict)  # b_0 of every trained bias, on CPU
+    extra: dict[str, nn.Parameter] = field(default_factory=dict)  # other native biases ('all')
+    head: dict[str, nn.Parameter] = field(default_factory=dict)  # newly created task head
+    head_modules: list[str] = field(default_factory=list)  # its module-name prefixes
+    frozen_slices: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor | None]] = field(
+        default_factory=list
+    )
+    initial: dict[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # b_0 of every trained bias, on CPU
 
     def bias_parameters(self) -> dict[str, nn.Parameter]:
         params = {s.param_name: s.module.bias for s in self.sites}
@@ -90,5 +96,8 @@ class BiasSelection:
                 per_target[t] = per_target.get(t, 0) + n
         if self.extra:
             per_target["other"] = sum(numel(p) for p in self.extra.values())
-        return Counts(sum(numel(p) for p in model.parameters()), per_target,
-                      head=sum(numel(p) for p in self.head.values()))
+        return Counts(
+            sum(numel(p) for p in model.parameters()),
+            per_target,
+            head=sum(numel(p) for p in self.head.values()),
+        )

@@ -13,6 +13,7 @@ Every command takes the training config's keys as key=value and the same flags (
 more. The same entry runs as `python -m beft`; launch/*.py and slurm/sweep.py are thin aliases
 (`deepspeed launch/train.py --config ...`, `torchrun ... launch/train.py --fsdp ...`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -21,15 +22,22 @@ from typing import Callable
 
 from ..cli import UsageError, run
 
-COMMANDS = {"train": "beft.commands.train", "export": "beft.commands.export",
-            "inventory": "beft.commands.inventory", "plan": "beft.commands.plan", "rank": "beft.commands.rank",
-            "sweep": "beft.sweep.cli"}
+COMMANDS = {
+    "train": "beft.commands.train",
+    "export": "beft.commands.export",
+    "inventory": "beft.commands.inventory",
+    "plan": "beft.commands.plan",
+    "rank": "beft.commands.rank",
+    "sweep": "beft.sweep.cli",
+}
 
 
 def command(name: str) -> Callable[[list[str]], int]:
     """The main(argv) of one command; an unknown name is a UsageError listing the commands."""
     if name not in COMMANDS:
-        raise UsageError(f"unknown command {name!r}; commands: {', '.join(COMMANDS)} (beft -h for help)")
+        raise UsageError(
+            f"unknown command {name!r}; commands: {', '.join(COMMANDS)} (beft -h for help)"
+        )
     return importlib.import_module(COMMANDS[name]).main
 
 

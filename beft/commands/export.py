@@ -13,6 +13,7 @@ OUT_DIR must not exist yet. overwrite=true replaces a previous export there (a f
 wrote, holding nothing else), atomically; a training run or adapter folder is never replaced, and
 OUT_DIR may never be, lie inside, or hold ADAPTER_DIR.
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,6 +31,7 @@ def main(argv: list[str]) -> int:
     from ..bias.adapter import load_adapter, read_adapter
     from ..bias.export import check_output, export_peft, merge_checkpoint
     from ..models import base_identity, load_model
+
     src = Path(argv[0])
     if (src / "adapter").is_dir():
         src = src / "adapter"
@@ -43,7 +45,7 @@ def main(argv: list[str]) -> int:
     if overwrite is None:
         raise UsageError(f"overwrite={opts['overwrite']!r} is not a boolean (true/false)")
     sources = (Path(argv[0]), src)
-    check_output(opts[kind], overwrite=overwrite, sources=sources)   # before the model loads
+    check_output(opts[kind], overwrite=overwrite, sources=sources)  # before the model loads
     tensors, meta = read_adapter(src)
     base = opts.get("base") or meta["base_model"]
     if not base:
@@ -55,16 +57,26 @@ def main(argv: list[str]) -> int:
         num_labels = w[-1].shape[0] if w else 2
     recorded = meta.get("base_config_sha256")
     if recorded and base_identity(base)["base_config_sha256"] not in (recorded, None):
-        print(f"warning: {base}'s config.json differs from the one the adapter was trained on "
-              f"(sha256 {recorded[:12]}...); exporting anyway", file=sys.stderr)
+        print(
+            f"warning: {base}'s config.json differs from the one the adapter was trained on "
+            f"(sha256 {recorded[:12]}...); exporting anyway",
+            file=sys.stderr,
+        )
     model, tokenizer, _ = load_model(base, arch, num_labels=num_labels)
-    model.config._name_or_path = base   # the peft export records the base as named, not this machine's path
+    model.config._name_or_path = (
+        base  # the peft export records the base as named, not this machine's path
+    )
     selection = load_adapter(model, src)
     if kind == "peft":
         out = export_peft(opts["peft"], selection, model, overwrite=overwrite, sources=sources)
     else:
-        out = merge_checkpoint(opts["merge"], selection, model, tokenizer=tokenizer,
-                               overwrite=overwrite, sources=sources)
+        out = merge_checkpoint(
+            opts["merge"],
+            selection,
+            model,
+            tokenizer=tokenizer,
+            overwrite=overwrite,
+            sources=sources,
+        )
     print(f"wrote {out}")
     return 0
-

@@ -8,6 +8,7 @@
 Everything else is key=value. A flag fixes its config keys: a second flag or a key=value that says
 otherwise is a one-line error naming both (exit 2), never a silent choice of one of them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,22 +16,30 @@ from dataclasses import dataclass, field
 from ..cli import UsageError
 
 FILE_FLAGS = ("--config", "--deepspeed", "--deepspeed_config", "--recipe")
-SWITCHES = {"--fsdp": {"backend": "fsdp", "deepspeed_config": None},
-            "--load_in_8bit": {"quant": "8bit"}, "--load_in_4bit": {"quant": "4bit"}}
-HELP = "flags: --recipe FILE --config DS.json --fsdp --load_in_8bit --load_in_4bit; everything else is key=value"
+SWITCHES = {
+    "--fsdp": {"backend": "fsdp", "deepspeed_config": None},
+    "--load_in_8bit": {"quant": "8bit"},
+    "--load_in_4bit": {"quant": "4bit"},
+}
+HELP = (
+    "flags: --recipe FILE --config DS.json --fsdp --load_in_8bit --load_in_4bit; everything else is"
+    " key=value"
+)
 
 
 @dataclass
 class Args:
     recipe: str | None = None
-    fixed: dict = field(default_factory=dict)       # config keys set by flags (win over the recipe)
+    fixed: dict = field(default_factory=dict)  # config keys set by flags (win over the recipe)
     overrides: list[str] = field(default_factory=list)
-    flags: dict = field(default_factory=dict)       # config key -> the flag that set it
+    flags: dict = field(default_factory=dict)  # config key -> the flag that set it
 
     def set(self, flag: str, values: dict) -> None:
         for k, v in values.items():
             if k in self.fixed and self.fixed[k] != v:
-                raise UsageError(f"{self.flags[k]} and {flag} contradict each other ({k}); give one of them")
+                raise UsageError(
+                    f"{self.flags[k]} and {flag} contradict each other ({k}); give one of them"
+                )
             self.fixed[k] = v
             self.flags.setdefault(k, flag)
 
@@ -68,5 +77,7 @@ def parse_flags(argv: list[str], extra: tuple[str, ...] = ()) -> Args:
     for o in out.overrides:
         key, _, value = o.partition("=")
         if key in out.fixed and value != str(out.fixed[key]):
-            raise UsageError(f"{o} contradicts {out.flags[key]} ({key}={out.fixed[key]}); give one of them")
+            raise UsageError(
+                f"{o} contradicts {out.flags[key]} ({key}={out.fixed[key]}); give one of them"
+            )
     return out

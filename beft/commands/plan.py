@@ -5,7 +5,8 @@
     beft plan model=llama2-7b method=bias bias=v dtype=bf16 zero=3 gpus=8 batch=4 seq=512 gpu=a100-80
 
 The training config's keys and flags mean what they mean in training (beft/commands/plan_keys.py):
-batch_size (global) data.max_length precision quant --load_in_8bit --config DS.json --fsdp optim.kind
+batch_size (global) data.max_length precision quant --load_in_8bit --config DS.json --fsdp
+optim.kind
 zo.update zo.head activation_checkpointing method bias model. The planner's own options:
 
 model   built-in (llama2-7b gpt-j-6b opt-1.3b opt-6.7b deepseek-coder-1.3b bert-base bert-large
@@ -22,23 +23,57 @@ optim   adamw (backpropagation, default) | zo (forward passes only; method=bias 
 activation_checkpointing  true|false (alias ckpt): layers keep only their inputs
 gpu     t4 | a40 | a100-40 | a100-80 | h100-80 | h200 (or all)   json  true: print JSON
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 from ..cli import UsageError, json_command, model_config, parse_kv
 from ..config import ConfigError, _coerce, load_config
-from .plan_keys import plan_options
 from ..plan import BUILTIN, GB, GPUS, Method, Setup, fits, format_plan, load_arch, plan
+from .plan_keys import plan_options
 
-KEYS = {"model", "method", "bias", "r", "targets", "dtype", "zero", "fsdp", "offload", "gpus", "batch", "seq",
-        "kernel", "gpu", "json", "optim", "zo_update", "zo_head", "activation_checkpointing", "ckpt",
-        "kv_cache"}
-DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "8bit": "int8", "int8": "int8", "4bit": "int4",
-          "int4": "int4", "nf4": "int4"}
+KEYS = {
+    "model",
+    "method",
+    "bias",
+    "r",
+    "targets",
+    "dtype",
+    "zero",
+    "fsdp",
+    "offload",
+    "gpus",
+    "batch",
+    "seq",
+    "kernel",
+    "gpu",
+    "json",
+    "optim",
+    "zo_update",
+    "zo_head",
+    "activation_checkpointing",
+    "ckpt",
+    "kv_cache",
+}
+DTYPES = {
+    "fp32": "fp32",
+    "bf16": "bf16",
+    "fp16": "fp16",
+    "8bit": "int8",
+    "int8": "int8",
+    "4bit": "int4",
+    "int4": "int4",
+    "nf4": "int4",
+}
 # options that are keys of the training config too: parsed and validated by beft/config.py itself
-CONFIG_KEYS = {"bias": "bias", "targets": "bias", "activation_checkpointing": "activation_checkpointing",
-               "ckpt": "activation_checkpointing", "optim": "optim.kind", "zo_update": "zo.update",
-               "zo_head": "zo.head"}
+CONFIG_KEYS = {
+    "bias": "bias",
+    "targets": "bias",
+    "activation_checkpointing": "activation_checkpointing",
+    "ckpt": "activation_checkpointing",
+    "optim": "optim.kind",
+    "zo_update": "zo.update",
+    "zo_head": "zo.head",
+}
 
 
 def _train_config(o: dict[str, str], keys: tuple[str, ...]):
@@ -55,8 +90,10 @@ def _train_config(o: dict[str, str], keys: tuple[str, ...]):
 
 
 def _targets(spec: str) -> str:
-    """'q,v' -> 'qv', 'all' / 'bitfit' -> 'all' (beft.bias.parse_targets, as the training config reads bias=)."""
+    """'q,v' -> 'qv', 'all' / 'bitfit' -> 'all' (beft.bias.parse_targets, as the training config
+    reads bias=)."""
     from ..bias import parse_targets
+
     return "".join(parse_targets(spec))
 
 
@@ -71,19 +108,38 @@ def _main(argv: list[str], emit) -> int:
     if o.get("gpu", "all") not in ("all", *GPUS):
         raise UsageError(f"gpu={o['gpu']!r} is not one of {', '.join(GPUS)}, all")
     if "auto" in (o.get("bias"), o.get("targets")):
-        raise UsageError("bias=auto is resolved at training time from a ranking run; plan the target it picks "
-                         "(bias=q, k or v)")
+        raise UsageError(
+            "bias=auto is resolved at training time from a ranking run; plan the target it picks "
+            "(bias=q, k or v)"
+        )
     if "ckpt" in o and "activation_checkpointing" in o:
         raise UsageError("ckpt is an alias of activation_checkpointing; give one of them")
     ints = {k: _coerce(o[k], int, k) for k in ("zero", "gpus", "batch", "seq", "r") if k in o}
     flags = {k: _coerce(o[k], bool, k) for k in ("fsdp", "kv_cache", "json") if k in o}
-    cfg = _train_config(o, ("bias", "activation_checkpointing", "ckpt", "optim", "zo_update", "zo_head"))
-    targets = _targets(_train_config(o, ("targets",)).bias if "targets" in o else "qv").replace("all", "qkvo")
-    offload = {"true": "all", "false": "none"}.get(o.get("offload", "none"), o.get("offload", "none"))
-    setup = Setup(dtype=DTYPES[o.get("dtype", "bf16")], zero=ints.get("zero", 0), fsdp=flags.get("fsdp", False),
-                  offload=offload, gpus=ints.get("gpus", 1), batch=ints.get("batch", 1), seq=ints.get("seq", 512),
-                  kernel=o.get("kernel", "flash"), optim=cfg.optim.kind, zo_update=cfg.zo.update,
-                  zo_head=cfg.zo.head, ckpt=cfg.activation_checkpointing, kv_cache=flags.get("kv_cache", False))
+    cfg = _train_config(
+        o, ("bias", "activation_checkpointing", "ckpt", "optim", "zo_update", "zo_head")
+    )
+    targets = _targets(_train_config(o, ("targets",)).bias if "targets" in o else "qv").replace(
+        "all", "qkvo"
+    )
+    offload = {"true": "all", "false": "none"}.get(
+        o.get("offload", "none"), o.get("offload", "none")
+    )
+    setup = Setup(
+        dtype=DTYPES[o.get("dtype", "bf16")],
+        zero=ints.get("zero", 0),
+        fsdp=flags.get("fsdp", False),
+        offload=offload,
+        gpus=ints.get("gpus", 1),
+        batch=ints.get("batch", 1),
+        seq=ints.get("seq", 512),
+        kernel=o.get("kernel", "flash"),
+        optim=cfg.optim.kind,
+        zo_update=cfg.zo.update,
+        zo_head=cfg.zo.head,
+        ckpt=cfg.activation_checkpointing,
+        kv_cache=flags.get("kv_cache", False),
+    )
     method = Method.parse(o.get("method", "bias"), _targets(cfg.bias), ints.get("r", 8), targets)
     p = plan(load_arch(o["model"], read=lambda name: model_config(name, BUILTIN)), method, setup)
     gpus = list(GPUS) if o.get("gpu") == "all" else ([o["gpu"]] if o.get("gpu") else [])
@@ -95,7 +151,10 @@ def _main(argv: list[str], emit) -> int:
     if len(gpus) > 1:
         for g in gpus:
             ok, usable = fits(p["peak"], g)
-            print(f"  {g:<8} {'fits' if ok else 'does NOT fit'} ({p['peak'] / GB:.1f} of {usable:.1f} GB usable)")
+            print(
+                f"  {g:<8} {'fits' if ok else 'does NOT fit'} ({p['peak'] / GB:.1f} of {usable:.1f}"
+                " GB usable)"
+            )
     return 0
 
 

@@ -13,6 +13,7 @@ vectors, so they plan as method=bias, and r= / targets= with them is an error).
 The planner's older spellings (batch=, seq=, dtype=, zero=, fsdp=) still work; one of them given
 together with the training key it stands for is a one-line error.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,18 +26,35 @@ from ..config import REPARAM_METHODS, ConfigError, _coerce, load_config
 from .flags import parse_flags
 
 # planner option -> the training keys (or flags) that say the same, given on one command line
-SAME = {"batch": ("batch_size",), "seq": ("data.max_length",), "dtype": ("precision", "quant"),
-        "zero": ("backend", "deepspeed_config"), "fsdp": ("backend", "deepspeed_config")}
-PLAN_METHODS = ("full", "bias", "bitfit", "all")   # any other method= is read by the training config
-DTYPE = {"8bit": "8bit", "4bit": "4bit", "fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "auto": "bf16"}
+SAME = {
+    "batch": ("batch_size",),
+    "seq": ("data.max_length",),
+    "dtype": ("precision", "quant"),
+    "zero": ("backend", "deepspeed_config"),
+    "fsdp": ("backend", "deepspeed_config"),
+}
+PLAN_METHODS = ("full", "bias", "bitfit", "all")  # any other method= is read by the training config
+DTYPE = {
+    "8bit": "8bit",
+    "4bit": "4bit",
+    "fp32": "fp32",
+    "bf16": "bf16",
+    "fp16": "fp16",
+    "auto": "bf16",
+}
 
 
 def plan_options(argv: list[str], plan_keys: set[str]) -> dict[str, str]:
     """argv (planner options, training keys, flags, --recipe) -> the planner's options."""
     args = parse_flags(argv)
-    own = [a for a in args.overrides if (a.split("=", 1)[0] in plan_keys and not _training_method(a)) or "=" not in a]
+    own = [
+        a
+        for a in args.overrides
+        if (a.split("=", 1)[0] in plan_keys and not _training_method(a)) or "=" not in a
+    ]
     train = [a for a in args.overrides if a not in own]
     from ..cli import parse_kv
+
     opts = parse_kv(own)
     if not (args.recipe or train or args.fixed):
         return opts
@@ -44,7 +62,9 @@ def plan_options(argv: list[str], plan_keys: set[str]) -> dict[str, str]:
     for old, new in SAME.items():
         clash = [k for k in new if k in given]
         if old in opts and clash:
-            raise UsageError(f"{old}={opts[old]} and {clash[0]} say the same thing; give one of them")
+            raise UsageError(
+                f"{old}={opts[old]} and {clash[0]} say the same thing; give one of them"
+            )
     try:
         cfg = load_config(args.recipe, train, **args.fixed)
     except ConfigError as e:
@@ -55,13 +75,16 @@ def plan_options(argv: list[str], plan_keys: set[str]) -> dict[str, str]:
     if cfg.method in REPARAM_METHODS:
         for key in ("r", "targets"):
             if key in opts:
-                raise UsageError(f"{key}={opts[key]}: method={cfg.method} reparametrises the bias vectors (as "
-                                 "in training, reparam.*); LoRA on the weights is method=peft_lora")
+                raise UsageError(
+                    f"{key}={opts[key]}: method={cfg.method} reparametrises the bias vectors (as "
+                    "in training, reparam.*); LoRA on the weights is method=peft_lora"
+                )
     return {**planned, **opts}
 
 
 def _training_method(arg: str) -> bool:
-    """method=peft_lora, lora, vera, ...: a training method the planner maps (its own: full, bias, bitfit)."""
+    """method=peft_lora, lora, vera, ...: a training method the planner maps (its own: full, bias,
+    bitfit)."""
     key, _, value = arg.partition("=")
     return key == "method" and value.lower() not in PLAN_METHODS
 
@@ -69,7 +92,11 @@ def _training_method(arg: str) -> bool:
 def _keys(d: dict, prefix: str = "") -> set[str]:
     out = set()
     for k, v in d.items():
-        out |= _keys(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "bias_patterns" else {prefix + k}
+        out |= (
+            _keys(v, f"{prefix}{k}.")
+            if isinstance(v, dict) and k != "bias_patterns"
+            else {prefix + k}
+        )
     return out
 
 
@@ -81,8 +108,10 @@ def _from_config(cfg, given: set[str], opts: dict[str, str]) -> dict[str, str]:
     if "batch_size" in given:
         gpus, accum = _coerce(opts.get("gpus", 1), int, "gpus"), cfg.optim.grad_accum
         if cfg.batch_size % (gpus * accum):
-            raise UsageError(f"batch_size={cfg.batch_size} is not divisible by gpus={gpus} x "
-                             f"optim.grad_accum={accum} (batch_size is the global batch, as in training)")
+            raise UsageError(
+                f"batch_size={cfg.batch_size} is not divisible by gpus={gpus} x "
+                f"optim.grad_accum={accum} (batch_size is the global batch, as in training)"
+            )
         out["batch"] = str(cfg.batch_size // (gpus * accum))
     if "data.max_length" in given:
         out["seq"] = str(cfg.data.max_length)
@@ -92,8 +121,13 @@ def _from_config(cfg, given: set[str], opts: dict[str, str]) -> dict[str, str]:
         out["fsdp"] = "true"
     if cfg.backend == "deepspeed":
         out.update(_deepspeed(cfg.deepspeed_config))
-    for key, plan_key in (("optim.kind", "optim"), ("zo.update", "zo_update"), ("zo.head", "zo_head"),
-                          ("activation_checkpointing", "activation_checkpointing"), ("bias", "bias")):
+    for key, plan_key in (
+        ("optim.kind", "optim"),
+        ("zo.update", "zo_update"),
+        ("zo.head", "zo_head"),
+        ("activation_checkpointing", "activation_checkpointing"),
+        ("bias", "bias"),
+    ):
         if key in given:
             value = cfg
             for part in key.split("."):
@@ -113,9 +147,15 @@ def _deepspeed(path: str) -> dict[str, str]:
     zero = ds.get("zero_optimization", {}) if isinstance(ds, dict) else {}
     if not isinstance(zero, dict):
         raise UsageError(f"--config {path}: zero_optimization must be a JSON object")
-    moved = [k for k in ("optimizer", "param")
-             if (zero.get(f"offload_{k}") or {}).get("device", "none") not in ("none", None)]
-    return {"zero": str(zero.get("stage", 0)), "offload": "all" if len(moved) == 2 else (moved[0] if moved else "none")}
+    moved = [
+        k
+        for k in ("optimizer", "param")
+        if (zero.get(f"offload_{k}") or {}).get("device", "none") not in ("none", None)
+    ]
+    return {
+        "zero": str(zero.get("stage", 0)),
+        "offload": "all" if len(moved) == 2 else (moved[0] if moved else "none"),
+    }
 
 
 def _method(cfg) -> dict[str, str]:
@@ -123,7 +163,11 @@ def _method(cfg) -> dict[str, str]:
         return {"method": cfg.method}
     if cfg.method == "peft_lora":
         return {"method": "peft_lora", "r": str(cfg.peft.lora_r), "targets": "qv"}
-    if cfg.method in REPARAM_METHODS:   # the trained tensors are as small as the bias they reparametrise
+    if (
+        cfg.method in REPARAM_METHODS
+    ):  # the trained tensors are as small as the bias they reparametrise
         return {"method": "bias"}
-    raise UsageError(f"method={cfg.method}: the planner models bias, bitfit, full, peft_lora and the bias "
-                     "reparametrisations, not this method")
+    raise UsageError(
+        f"method={cfg.method}: the planner models bias, bitfit, full, peft_lora and the bias "
+        "reparametrisations, not this method"
+    )

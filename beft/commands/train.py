@@ -9,6 +9,7 @@ batch_size output_dir resume overwrite optim.weight_decay data.max_length report
 (see beft/config.py). --config and --fsdp, or --load_in_8bit and --load_in_4bit, contradict each
 other: give one.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,6 +19,7 @@ from .flags import parse_flags
 
 def parse(argv: list[str]):
     from ..config import load_config
+
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         sys.exit(0)
@@ -28,7 +30,9 @@ def parse(argv: list[str]):
 def main(argv: list[str]) -> int:
     cfg = parse(argv)
     from .. import quiet
-    quiet.apply(cfg.log_level)   # before beft.train imports transformers (and with it DeepSpeed)
+
+    quiet.apply(cfg.log_level)  # before beft.train imports transformers (and with it DeepSpeed)
     from ..train import Trainer
+
     Trainer(cfg).run()
     return 0

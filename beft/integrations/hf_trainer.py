@@ -1,5 +1,6 @@
 """beft's biases trained by transformers' Trainer (one process, DDP under torchrun / accelerate,
-DeepSpeed ZeRO-2 with TrainingArguments(deepspeed=...); tested: 2 ranks train what 1 process trains).
+DeepSpeed ZeRO-2 with TrainingArguments(deepspeed=...); tested: 2 ranks train what 1 process
+trains).
 
     sel = apply_bias(model, "v", head=["classifier"])     # freezes the rest, adds zero biases
     trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[BiasCallback(sel)])
@@ -12,6 +13,7 @@ decay would move them), and the adapter is written by the main process at each T
 checkpoint (checkpoint-N/adapter) and at the end. What only beft's own loop gives: exact resume of
 the data order and RNG, ZeRO-3 / FSDP2 sharded loading, forward-only training, sweeps
 (docs/usage.md)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,10 +31,13 @@ class BiasCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         from transformers.integrations import is_deepspeed_zero3_enabled
+
         if is_deepspeed_zero3_enabled():
-            raise ValueError("BiasCallback: DeepSpeed ZeRO-3 partitions the model, including the biases "
-                             "apply_bias added, and the Trainer does not gather them; use ZeRO-2 here, or "
-                             "beft's own loop for ZeRO-3 (beft train --config ds_configs/zero3.json)")
+            raise ValueError(
+                "BiasCallback: DeepSpeed ZeRO-3 partitions the model, including the biases "
+                "apply_bias added, and the Trainer does not gather them; use ZeRO-2 here, or "
+                "beft's own loop for ZeRO-3 (beft train --config ds_configs/zero3.json)"
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         self.selection.restore_frozen_slices()
@@ -47,6 +52,7 @@ class BiasCallback(TrainerCallback):
         self._save(Path(args.output_dir) / "adapter", model)
         if self.peft_dir:
             from beft.bias.export import export_peft
+
             export_peft(self.peft_dir, self.selection, _unwrap(model))
 
     def _save(self, directory: Path, model) -> None:

@@ -1,4 +1,5 @@
 """Bias updates through LoRA / VeRA / VeRA-1d / DoRA / PiSSA on the reshaped bias vector."""
+
 from .apply import KINDS, Reparam, apply_reparam, build_module
 from .shape import factor
 

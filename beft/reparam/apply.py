@@ -8,6 +8,7 @@ other, and 8-bit layers are not touched. `effective_biases` computes b0 + delta 
 of the trained tensors, for the bias adapter: the core format, so `load_adapter` needs no reparam
 code.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,19 +30,27 @@ PREFIX = "beft_reparam"
 class Reparam:
     kind: str
     selection: BiasSelection
-    modules: dict[str, BiasDelta]                 # bias parameter name -> its delta module
-    shapes: dict[str, tuple[int, int]]            # bias parameter name -> (r1, r2)
-    params: dict[str, nn.Parameter] = field(default_factory=dict)   # trainable, by model name
+    modules: dict[str, BiasDelta]  # bias parameter name -> its delta module
+    shapes: dict[str, tuple[int, int]]  # bias parameter name -> (r1, r2)
+    params: dict[str, nn.Parameter] = field(default_factory=dict)  # trainable, by model name
 
     def counts(self, total: int) -> Counts:
-        """Trainable reparam parameters per target, the head apart; total = the base model's size."""
+        """Trainable reparam parameters per target, the head apart; total = the base model's
+        size."""
         per_target: dict[str, int] = {}
         target_of = {s.param_name: "+".join(s.targets) for s in self.selection.sites}
         for name, mod in self.modules.items():
             t = target_of.get(name, "other")
             per_target[t] = per_target.get(t, 0) + sum(p.numel() for p in mod.parameters())
-        return Counts(total, per_target, head=sum(numel(p) for p in self.selection.head.values()),
-                      reparam={"kind": self.kind, "shapes": sorted({f"{a}x{b}" for a, b in self.shapes.values()})})
+        return Counts(
+            total,
+            per_target,
+            head=sum(numel(p) for p in self.selection.head.values()),
+            reparam={
+                "kind": self.kind,
+                "shapes": sorted({f"{a}x{b}" for a, b in self.shapes.values()}),
+            },
+        )
 
     def effective_biases(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The biases the model uses (b0 + delta) and the head, keyed like a bias adapter, from
@@ -49,7 +58,11 @@ class Reparam:
         out = {}
         for bias_name, mod in self.modules.items():
             prefix = f"{bias_name.rsplit('.', 1)[0]}.{PREFIX}.inner."
-            p = {n[len(prefix):]: t.detach().float().cpu() for n, t in state.items() if n.startswith(prefix)}
+            p = {
+                n[len(prefix) :]: t.detach().float().cpu()
+                for n, t in state.items()
+                if n.startswith(prefix)
+            }
             out[bias_name] = mod.effective(p).detach().to("cpu", copy=True)
         out.update({n: state[n].detach().to("cpu", copy=True) for n in self.selection.head})
         return out
@@ -75,13 +88,21 @@ def build_module(kind: str, b0: torch.Tensor, cfg, gen: torch.Generator, cache: 
         return PiSSA(b0, (r1, r2), rank, gen), (r1, r2)
     if kind == "vera":
         vr = cfg.vera_rank or min(r1, r2)
-        A, B = _shared(cache, ("vera", r1, r2, vr), lambda: (
-            torch.randn(vr, r2, generator=gen).div(r2 ** 0.5).to(b0),    # (r, r2)
-            torch.randn(r1, vr, generator=gen).div(vr ** 0.5).to(b0)))   # (r1, r)
+        A, B = _shared(
+            cache,
+            ("vera", r1, r2, vr),
+            lambda: (
+                torch.randn(vr, r2, generator=gen).div(r2**0.5).to(b0),  # (r, r2)
+                torch.randn(r1, vr, generator=gen).div(vr**0.5).to(b0),
+            ),
+        )  # (r1, r)
         return VeRA(b0, A, B), (r1, r2)
     if kind == "vera1d":
-        u = _shared(cache, ("vera1d", n), lambda: (lambda x: x / x.pow(2).mean().sqrt())(
-            torch.randn(n, generator=gen)).to(b0))
+        u = _shared(
+            cache,
+            ("vera1d", n),
+            lambda: (lambda x: x / x.pow(2).mean().sqrt())(torch.randn(n, generator=gen)).to(b0),
+        )
         return VeRA1d(b0, u), (1, n)
     raise ValueError(f"unknown reparametrisation {kind!r}; known: {', '.join(KINDS)}")
 
@@ -90,8 +111,13 @@ def _read_local(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", dtype=torch.float32, copy=True) for n, p in params.items()}
 
 
-def apply_reparam(model: nn.Module, selection: BiasSelection, kind: str, cfg,
-                  read_full: Callable[[dict], dict] | None = None) -> Reparam:
+def apply_reparam(
+    model: nn.Module,
+    selection: BiasSelection,
+    kind: str,
+    cfg,
+    read_full: Callable[[dict], dict] | None = None,
+) -> Reparam:
     """Reparametrise every bias of `selection` (made by apply_bias; its biases hold b_0).
     read_full(params) returns full CPU copies: the backend's full_state under ZeRO-3, whose
     local tensors are shards; by default the tensors themselves."""
@@ -103,7 +129,7 @@ def apply_reparam(model: nn.Module, selection: BiasSelection, kind: str, cfg,
     for name, bias in biases.items():
         owner = model.get_submodule(name.rsplit(".", 1)[0])
         idx = index_of.get(name)
-        full = b0_full[name].to(dtype=bias.dtype)                       # (out,) on CPU
+        full = b0_full[name].to(dtype=bias.dtype)  # (out,) on CPU
         b0 = full if idx is None else full[idx.cpu()]
         inner, shapes[name] = build_module(kind, b0, cfg, gen, cache)
         delta = BiasDelta(inner, full, None if idx is None else idx.cpu()).to(bias.device)

@@ -11,6 +11,7 @@ shape.factor).
 full copies (under ZeRO-3 / FSDP2 the module's own tensors are shards), without a module call, so
 no backend hook fires on one rank only.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,19 +38,25 @@ class Delta(nn.Module):
 
 
 def lora_delta(A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
-    return (scale * (B @ A)).reshape(-1)                              # (r1, r) @ (r, r2) -> (n,)
+    return (scale * (B @ A)).reshape(-1)  # (r1, r) @ (r, r2) -> (n,)
 
 
 class LoRA(Delta):
     """s * (B A).flatten(), B (r1, r) zeros, A (r, r2) random: r (r1 + r2) trainable."""
 
-    def __init__(self, b0: torch.Tensor, shape: tuple[int, int], rank: int, alpha: float,
-                 gen: torch.Generator):
+    def __init__(
+        self,
+        b0: torch.Tensor,
+        shape: tuple[int, int],
+        rank: int,
+        alpha: float,
+        gen: torch.Generator,
+    ):
         super().__init__()
         r1, r2 = shape
         self.shape, self.scale = shape, alpha / rank
-        self.A = nn.Parameter(_kaiming((rank, r2), gen).to(b0))      # (r, r2)
-        self.B = nn.Parameter(torch.zeros(r1, rank).to(b0))           # (r1, r)
+        self.A = nn.Parameter(_kaiming((rank, r2), gen).to(b0))  # (r, r2)
+        self.B = nn.Parameter(torch.zeros(r1, rank).to(b0))  # (r1, r)
 
     def compute(self, p):
         return lora_delta(p["A"], p["B"], self.scale)
@@ -61,8 +68,8 @@ class VeRA(Delta):
 
     def __init__(self, b0: torch.Tensor, A: torch.Tensor, B: torch.Tensor, d_init: float = 0.1):
         super().__init__()
-        self.register_buffer("A", A, persistent=False)                # (r, r2), shared
-        self.register_buffer("B", B, persistent=False)                # (r1, r), shared
+        self.register_buffer("A", A, persistent=False)  # (r, r2), shared
+        self.register_buffer("B", B, persistent=False)  # (r1, r), shared
         self.d = nn.Parameter(torch.full((A.shape[0],), d_init).to(b0))
         self.lb = nn.Parameter(torch.zeros(B.shape[0]).to(b0))
 
@@ -77,8 +84,10 @@ class VeRA1d(Delta):
 
     def __init__(self, b0: torch.Tensor, u: torch.Tensor):
         super().__init__()
-        self.register_buffer("u", u, persistent=False)                # (n,)
-        self.s = nn.Parameter(torch.zeros(1, dtype=b0.dtype, device=b0.device))   # (1,): ZeRO-3 cannot shard 0-d
+        self.register_buffer("u", u, persistent=False)  # (n,)
+        self.s = nn.Parameter(
+            torch.zeros(1, dtype=b0.dtype, device=b0.device)
+        )  # (1,): ZeRO-3 cannot shard 0-d
 
     def compute(self, p):
         return p["s"] * self._buf("u", p["s"])
@@ -99,8 +108,13 @@ class DoRA(Delta):
         self.register_buffer("b0", b0.detach().clone(), persistent=False)
         norm = b0.detach().norm()
         self.directional = bool(norm > 0)
-        self.m = nn.Parameter((norm.clone() if self.directional else torch.ones((), dtype=b0.dtype, device=b0.device))
-                              .reshape(1))                             # (1,): ZeRO-3 cannot shard 0-d tensors
+        self.m = nn.Parameter(
+            (
+                norm.clone()
+                if self.directional
+                else torch.ones((), dtype=b0.dtype, device=b0.device)
+            ).reshape(1)
+        )  # (1,): ZeRO-3 cannot shard 0-d tensors
 
     def compute(self, p):
         b0 = self._buf("b0", p["A"])
@@ -118,11 +132,11 @@ class PiSSA(Delta):
     def __init__(self, b0: torch.Tensor, shape, rank: int, gen: torch.Generator):
         super().__init__()
         r1, r2 = shape
-        M = b0.detach().float().reshape(r1, r2)                        # (r1, r2)
+        M = b0.detach().float().reshape(r1, r2)  # (r1, r2)
         if M.norm() > 0:
-            U, S, Vh = torch.linalg.svd(M, full_matrices=False)       # (r1, k) (k,) (k, r2)
+            U, S, Vh = torch.linalg.svd(M, full_matrices=False)  # (r1, k) (k,) (k, r2)
             root = S[:rank].sqrt()
-            A, B = U[:, :rank] * root, root[:, None] * Vh[:rank]       # (r1, r) (r, r2)
+            A, B = U[:, :rank] * root, root[:, None] * Vh[:rank]  # (r1, r) (r, r2)
         else:
             A, B = torch.zeros(r1, rank), _kaiming((rank, r2), gen)
         self.A, self.B = nn.Parameter(A.to(b0)), nn.Parameter(B.to(b0))
@@ -141,13 +155,17 @@ class BiasDelta(nn.Module):
     def __init__(self, inner: Delta, b0_full: torch.Tensor, index: torch.Tensor | None):
         super().__init__()
         self.inner = inner
-        self.register_buffer("b0", b0_full.detach().clone(), persistent=False)   # (out,) the effective base
+        self.register_buffer(
+            "b0", b0_full.detach().clone(), persistent=False
+        )  # (out,) the effective base
         self.register_buffer("index", index, persistent=False)
 
     def place(self, d: torch.Tensor) -> torch.Tensor:
         if self.index is None:
             return d
-        return torch.zeros(self.b0.shape, dtype=d.dtype, device=d.device).index_put((self.index.to(d.device),), d)
+        return torch.zeros(self.b0.shape, dtype=d.dtype, device=d.device).index_put(
+            (self.index.to(d.device),), d
+        )
 
     def forward(self) -> torch.Tensor:
         return self.place(self.inner())

@@ -1,4 +1,5 @@
 """Which matrix a bias vector is reshaped into before a low-rank update."""
+
 from __future__ import annotations
 
 import math

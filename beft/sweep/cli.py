@@ -4,6 +4,7 @@
 
 key=value as in every beft command; the flag spellings (--executor slurm, --root DIR, --out DIR,
 --dry-run, --no-figures) work too. python slurm/sweep.py ... is the same command."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("submit", help="submit unfinished runs (finished ones are skipped)")
     s.add_argument("spec")
-    s.add_argument("--executor", choices=("slurm", "local", "debug"), required=True,
-                   help="slurm: job arrays via sbatch; local: subprocesses here; debug: in this process")
-    s.add_argument("--dry-run", action="store_true", help="print the runs and sbatch parameters only")
+    s.add_argument(
+        "--executor",
+        choices=("slurm", "local", "debug"),
+        required=True,
+        help="slurm: job arrays via sbatch; local: subprocesses here; debug: in this process",
+    )
+    s.add_argument(
+        "--dry-run", action="store_true", help="print the runs and sbatch parameters only"
+    )
     st = sub.add_parser("status", help="pending/running/done/failed counts, failed runs' logs")
     st.add_argument("spec")
     c = sub.add_parser("collect", help="tables (md, csv, tex) and figures from finished runs")
@@ -39,6 +46,7 @@ SWITCHES = {"dry_run": ("--dry-run", True), "figures": ("--no-figures", False)}
 def flags(argv: list[str]) -> list[str]:
     """key=value arguments as the parser's flags (spec=FILE: the positional spec)."""
     from beft.config import ConfigError, _coerce
+
     out = []
     for a in argv:
         key, eq, value = a.partition("=")
@@ -53,38 +61,51 @@ def flags(argv: list[str]) -> list[str]:
             except ConfigError as e:
                 raise UsageError(str(e)) from None
         else:
-            raise UsageError(f"unknown option {key!r}; options: {', '.join([*VALUE_FLAGS, *SWITCHES])} (or their "
-                             "--flag spellings)")
+            raise UsageError(
+                f"unknown option {key!r}; options: {', '.join([*VALUE_FLAGS, *SWITCHES])} (or their"
+                " --flag spellings)"
+            )
     return out
 
 
 def main(argv: list[str]) -> int:
     from beft.sweep.spec import load_spec
+
     args = parser().parse_args(argv[:1] + flags(argv[1:]))
     spec = load_spec(args.spec, root=args.root)
     if args.command == "submit":
         from beft.sweep.submit import submit
+
         if args.executor == "slurm" and not args.dry_run:
             from beft.sweep.submitit_exec import sinfo_ok
+
             if not sinfo_ok():
-                raise UsageError("--executor slurm: sinfo does not answer (no SLURM controller reachable); "
-                                 "use --executor local")
+                raise UsageError(
+                    "--executor slurm: sinfo does not answer (no SLURM controller reachable); "
+                    "use --executor local"
+                )
         res = submit(spec, args.executor, dry_run=args.dry_run)
         return 1 if res["failed"] else 0
     if args.command == "status":
         from beft.sweep.submit import status
+
         states = status(spec)
         return 1 if any(s.state == "failed" for s in states) else 0
     from beft.sweep.collect import collect, scored, tables
+
     for kind, path in collect(spec, args.out, figs=not args.no_figures).items():
         print(f"{kind}: {path}")
     done = scored(tables(spec))
     if done < len(spec.runs):
-        print(f"collected {done} of {len(spec.runs)} runs; the {len(spec.runs) - done} without a score "
-              "show as — (see `sweep.py status`)", file=sys.stderr)
+        print(
+            f"collected {done} of {len(spec.runs)} runs; the {len(spec.runs) - done} without a"
+            " score show as — (see `sweep.py status`)",
+            file=sys.stderr,
+        )
     return 0
 
 
 if __name__ == "__main__":
     from beft.cli import run
+
     run(main, sys.argv[1:])

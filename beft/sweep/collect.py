@@ -4,6 +4,7 @@ tasks as columns; mean ± std over seeds, the best target per column marked, pai
 target's score across regimes. Read-only over run directories: a missing run is a missing cell
 ("—"), never a zero.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,12 +18,12 @@ from pathlib import Path
 from beft.sweep.spec import Run, Spec
 
 MISSING = "—"
-NOT_GROUPED = ("task", "seed", "bias", "method")   # axes inside a table; the rest name the table
+NOT_GROUPED = ("task", "seed", "bias", "method")  # axes inside a table; the rest name the table
 
 
 @dataclass
 class Cell:
-    values: dict[int, float] = field(default_factory=dict)   # seed -> score
+    values: dict[int, float] = field(default_factory=dict)  # seed -> score
 
     @property
     def n(self) -> int:
@@ -42,12 +43,12 @@ class Cell:
 
 @dataclass
 class Table:
-    key: tuple                  # ((axis, value), ...) naming the table
+    key: tuple  # ((axis, value), ...) naming the table
     tasks: list[str]
     targets: list[str]
-    cells: dict                 # (target, task) -> Cell
+    cells: dict  # (target, task) -> Cell
     expected_seeds: int
-    pvalues: dict = field(default_factory=dict)   # (other target, task) -> p for v vs other
+    pvalues: dict = field(default_factory=dict)  # (other target, task) -> p for v vs other
 
     @property
     def title(self) -> str:
@@ -78,7 +79,9 @@ def tables(spec: Spec) -> list[Table]:
     for run in spec.runs:
         key = tuple((a, run.axes[a]) for a in axes)
         if key not in by_key:
-            by_key[key] = Table(key, [], [], defaultdict(Cell), len(spec.grid.get("seed", [run.config["seed"]])))
+            by_key[key] = Table(
+                key, [], [], defaultdict(Cell), len(spec.grid.get("seed", [run.config["seed"]]))
+            )
         t = by_key[key]
         task, target = run.config["task"], run.target
         t.tasks += [task] if task not in t.tasks else []
@@ -94,6 +97,7 @@ def tables(spec: Spec) -> list[Table]:
 
 def _ttests(t: Table) -> dict:
     from scipy.stats import ttest_rel
+
     out = {}
     if "v" not in t.targets:
         return out
@@ -105,9 +109,11 @@ def _ttests(t: Table) -> dict:
             seeds = sorted(set(a) & set(b))
             diffs = [a[s] - b[s] for s in seeds]
             if len(seeds) < 2 or all(d == diffs[0] for d in diffs):
-                out[(other, task)] = None    # undefined: too few pairs or constant difference
+                out[(other, task)] = None  # undefined: too few pairs or constant difference
             else:
-                out[(other, task)] = float(ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+                out[(other, task)] = float(
+                    ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue
+                )
     return out
 
 
@@ -128,11 +134,20 @@ def _label(target: str) -> str:
 
 
 def markdown(tabs: list[Table], spec: Spec) -> str:
-    lines = [f"# {spec.name}: {spec.collect['metric']} main metric x {spec.collect['scale']:g}, "
-             "mean ± std over seeds (bold: best target per column; p: paired t-test over seeds)", ""]
+    lines = [
+        (
+            f"# {spec.name}: {spec.collect['metric']} main metric x {spec.collect['scale']:g}, "
+            "mean ± std over seeds (bold: best target per column; p: paired t-test over seeds)"
+        ),
+        "",
+    ]
     for t in tabs:
-        lines += [f"## {t.title}", "", "| target | " + " | ".join(t.tasks) + " |",
-                  "|---|" + "---|" * len(t.tasks)]
+        lines += [
+            f"## {t.title}",
+            "",
+            "| target | " + " | ".join(t.tasks) + " |",
+            "|---|" + "---|" * len(t.tasks),
+        ]
         for target in t.targets:
             row = []
             for task in t.tasks:
@@ -141,8 +156,11 @@ def markdown(tabs: list[Table], spec: Spec) -> str:
             lines.append(f"| {_label(target)} | " + " | ".join(row) + " |")
         for other in ("q", "k"):
             if any(o == other for o, _ in t.pvalues):
-                lines.append(f"| p (v vs {other}) | " + " | ".join(_fmt_p(t.pvalues[(other, task)])
-                                                                 for task in t.tasks) + " |")
+                lines.append(
+                    f"| p (v vs {other}) | "
+                    + " | ".join(_fmt_p(t.pvalues[(other, task)]) for task in t.tasks)
+                    + " |"
+                )
         lines.append("")
     return "\n".join(lines)
 
@@ -158,24 +176,48 @@ def to_csv(tabs: list[Table]) -> str:
             for task in t.tasks:
                 c = t.cells[(target, task)]
                 p = t.pvalues.get((target, task))
-                w.writerow(vals + [target, task, "" if c.mean is None else repr(c.mean),   # full precision
-                                   "" if c.std is None else repr(c.std), c.n, int(target in t.best(task)),
-                                   "" if p is None else repr(p), " ".join(map(str, sorted(c.values)))])
+                w.writerow(
+                    vals
+                    + [
+                        target,
+                        task,
+                        "" if c.mean is None else repr(c.mean),  # full precision
+                        "" if c.std is None else repr(c.std),
+                        c.n,
+                        int(target in t.best(task)),
+                        "" if p is None else repr(p),
+                        " ".join(map(str, sorted(c.values))),
+                    ]
+                )
     return buf.getvalue()
 
 
 def latex(tabs: list[Table], spec: Spec) -> str:
     def esc(s: str) -> str:
         return str(s).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-    out = [f"% {spec.name}: mean $\\pm$ std over seeds; bold = best target; p = paired t-test; --- = missing"]
+
+    out = [
+        f"% {spec.name}: mean $\\pm$ std over seeds; bold = best target; p = paired t-test; --- ="
+        " missing"
+    ]
     for t in tabs:
-        out += [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "c" * len(t.tasks) + "}",
-                r"\toprule", "Target & " + " & ".join(esc(x) for x in t.tasks) + r" \\", r"\midrule"]
+        out += [
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\begin{tabular}{l" + "c" * len(t.tasks) + "}",
+            r"\toprule",
+            "Target & " + " & ".join(esc(x) for x in t.tasks) + r" \\",
+            r"\midrule",
+        ]
         for target in t.targets:
             row = []
             for task in t.tasks:
                 c = t.cells[(target, task)]
-                text = "---" if not c.n else (f"{c.mean:.1f}$\\pm${c.std:.1f}" if c.n > 1 else f"{c.mean:.1f}")
+                text = (
+                    "---"
+                    if not c.n
+                    else (f"{c.mean:.1f}$\\pm${c.std:.1f}" if c.n > 1 else f"{c.mean:.1f}")
+                )
                 row.append(f"\\textbf{{{text}}}" if c.n and target in t.best(task) else text)
             lab = f"$b_{target}$" if len(target) == 1 else esc(target)
             out.append(lab + " & " + " & ".join(row) + r" \\")
@@ -183,16 +225,23 @@ def latex(tabs: list[Table], spec: Spec) -> str:
             if any(o == other for o, _ in t.pvalues):
                 ps = [_fmt_p(t.pvalues[(other, task)]).replace(MISSING, "---") for task in t.tasks]
                 out.append(f"$p$ (v vs {other}) & " + " & ".join(ps) + r" \\")
-        out += [r"\bottomrule", r"\end{tabular}", f"\\caption{{{esc(spec.name)}: {esc(t.title)}}}",
-                r"\end{table}", ""]
+        out += [
+            r"\bottomrule",
+            r"\end{tabular}",
+            f"\\caption{{{esc(spec.name)}: {esc(t.title)}}}",
+            r"\end{table}",
+            "",
+        ]
     return "\n".join(out)
 
 
 def figures(tabs: list[Table], out_dir: Path, name: str) -> list[Path]:
     """One PNG per table key without the regime: a panel per task, score vs regime per target."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fam: dict[tuple, dict] = defaultdict(dict)
     for t in tabs:
         rest = tuple(kv for kv in t.key if kv[0] != "regime")
@@ -209,7 +258,7 @@ def figures(tabs: list[Table], out_dir: Path, name: str) -> list[Path]:
                 xs, ys, es = [], [], []
                 for i, reg in enumerate(regimes):
                     c = by_regime[reg].cells.get((target, task))
-                    if c is not None and c.n:   # missing points are left out, never drawn as 0
+                    if c is not None and c.n:  # missing points are left out, never drawn as 0
                         xs.append(i), ys.append(c.mean), es.append(c.std)
                 if xs:
                     ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=_label(target))
@@ -240,14 +289,21 @@ def scored(tabs: list[Table]) -> int:
 def collect(spec: Spec, out_dir: str | Path | None = None, figs: bool = True) -> dict[str, Path]:
     """Write the tables (and figures); refuse, writing nothing, when no run has a score at all."""
     from beft.outputs import atomic_write_text
+
     out = Path(out_dir) if out_dir else spec.root / "tables"
     tabs = tables(spec)
     if not scored(tabs):
-        raise NothingFinished(f"no run of sweep {spec.name} has finished with a {spec.collect['metric']} score "
-                              f"(0 of {len(spec.runs)} under {spec.root}): nothing to collect; see "
-                              "`sweep.py status` for their states")
+        raise NothingFinished(
+            f"no run of sweep {spec.name} has finished with a {spec.collect['metric']} score "
+            f"(0 of {len(spec.runs)} under {spec.root}): nothing to collect; see "
+            "`sweep.py status` for their states"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    files = {"md": out / f"{spec.name}.md", "csv": out / f"{spec.name}.csv", "tex": out / f"{spec.name}.tex"}
+    files = {
+        "md": out / f"{spec.name}.md",
+        "csv": out / f"{spec.name}.csv",
+        "tex": out / f"{spec.name}.tex",
+    }
     atomic_write_text(files["md"], markdown(tabs, spec))
     atomic_write_text(files["csv"], to_csv(tabs))
     atomic_write_text(files["tex"], latex(tabs, spec))

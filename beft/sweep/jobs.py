@@ -4,6 +4,7 @@ A run's state: done if its result.json exists (whatever the scheduler says); oth
 job recorded for it: SLURM jobs by their sacct state, local/debug jobs by the state recorded when
 they ended; unsubmitted if no job was ever recorded.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,16 @@ from beft.outputs import atomic_write_json
 
 JOBS_FILE = "jobs.json"
 STATES = ("unsubmitted", "pending", "running", "done", "failed")
-_PENDING = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "UNKNOWN", "READY"}
+_PENDING = {
+    "PENDING",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "RESIZING",
+    "SUSPENDED",
+    "UNKNOWN",
+    "READY",
+}
 _RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
 
 
@@ -43,19 +53,32 @@ def locked_jobs(root: Path):
         atomic_write_json(jobs_path(root), data)
 
 
-def record(data: dict, run_id: str, executor: str, job_id: str, folder: Path, logs: dict,
-           state: str | None = None) -> None:
+def record(
+    data: dict,
+    run_id: str,
+    executor: str,
+    job_id: str,
+    folder: Path,
+    logs: dict,
+    state: str | None = None,
+) -> None:
     old = data["runs"].get(run_id, {})
-    data["runs"][run_id] = {"executor": executor, "job_id": str(job_id), "folder": str(folder),
-                            "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "submissions": old.get("submissions", 0) + 1, "state": state,
-                            **logs, "previous": (old.get("previous", []) + [old["job_id"]])[-5:] if old else []}
+    data["runs"][run_id] = {
+        "executor": executor,
+        "job_id": str(job_id),
+        "folder": str(folder),
+        "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "submissions": old.get("submissions", 0) + 1,
+        "state": state,
+        **logs,
+        "previous": (old.get("previous", []) + [old["job_id"]])[-5:] if old else [],
+    }
 
 
 @dataclass
 class RunState:
     run_id: str
-    state: str               # one of STATES
+    state: str  # one of STATES
     job_id: str | None = None
     scheduler_state: str | None = None
     stdout: str | None = None
@@ -73,11 +96,12 @@ def classify(scheduler_state: str | None, finished: bool) -> str:
         return "pending"
     if s in _RUNNING:
         return "running"
-    return "failed"   # COMPLETED without result.json, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...
+    return "failed"  # COMPLETED without result.json, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...
 
 
 def run_states(spec, data: dict | None = None) -> list[RunState]:
     from beft.sweep import submitit_exec as sb
+
     data = data if data is not None else read_jobs(spec.root)
     recs = data["runs"]
     slurm_ids = [r["job_id"] for rid, r in recs.items() if r["executor"] == "slurm"]
@@ -89,8 +113,19 @@ def run_states(spec, data: dict | None = None) -> list[RunState]:
         if rec is None:
             out.append(RunState(run.run_id, classify(None, finished)))
             continue
-        sched = states.get(rec["job_id"], "UNKNOWN") if rec["executor"] == "slurm" else (rec.get("state") or "UNKNOWN")
-        st = RunState(run.run_id, classify(sched, finished), rec["job_id"], sched, rec.get("stdout"), rec.get("stderr"))
+        sched = (
+            states.get(rec["job_id"], "UNKNOWN")
+            if rec["executor"] == "slurm"
+            else (rec.get("state") or "UNKNOWN")
+        )
+        st = RunState(
+            run.run_id,
+            classify(sched, finished),
+            rec["job_id"],
+            sched,
+            rec.get("stdout"),
+            rec.get("stderr"),
+        )
         if st.state == "failed":
             st.error = sb.job_error(Path(rec["folder"]), rec["job_id"])
         out.append(st)

@@ -13,6 +13,7 @@ resources. load_spec() validates everything (one-line SpecError) and expands the
     local: {parallelism: 1}
     collect: {metric: final, scale: 100}
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +27,18 @@ from typing import Any
 
 import yaml
 
-TOP_KEYS = ("name", "root", "grid", "config", "per_model", "per_task", "launcher", "slurm", "local", "collect")
+TOP_KEYS = (
+    "name",
+    "root",
+    "grid",
+    "config",
+    "per_model",
+    "per_task",
+    "launcher",
+    "slurm",
+    "local",
+    "collect",
+)
 LAUNCHERS = ("python", "torchrun", "deepspeed")
 # Keys that say where/how a run executes, not what it computes: left out of the run id.
 NOT_IN_ID = ("output_dir", "resume", "overwrite")
@@ -38,8 +50,8 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Launcher:
-    kind: str = "python"          # python: one process; torchrun: FSDP2 ranks; deepspeed: ZeRO ranks
-    nproc: int = 1                # processes per node (slurm.nodes nodes), started inside the allocation
+    kind: str = "python"  # python: one process; torchrun: FSDP2 ranks; deepspeed: ZeRO ranks
+    nproc: int = 1  # processes per node (slurm.nodes nodes), started inside the allocation
     ds_config: str | None = None  # deepspeed only
 
     def backend(self) -> dict:
@@ -58,17 +70,17 @@ class Resources:
     time_min: int = 60
     account: str | None = None
     qos: str | None = None
-    array_parallelism: int = 16   # at most this many array tasks run at once
-    signal_delay_s: int = 120     # SIGUSR2 this long before the time limit: checkpoint + requeue
+    array_parallelism: int = 16  # at most this many array tasks run at once
+    signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: checkpoint + requeue
 
 
 @dataclass(frozen=True)
 class Run:
     run_id: str
-    config: dict                  # resolved TrainConfig as a dict (output_dir set, resume=true)
+    config: dict  # resolved TrainConfig as a dict (output_dir set, resume=true)
     launcher: Launcher
     resources: Resources
-    axes: dict                    # this run's value on each grid axis
+    axes: dict  # this run's value on each grid axis
 
     @property
     def output_dir(self) -> Path:
@@ -97,10 +109,20 @@ def run_id(config: dict) -> str:
     defaults (NOT_IN_ID keys left out). Only the differences: a key that a later beft adds, at
     its default, leaves every existing sweep's ids (and so its finished runs) where they were."""
     from beft.config import TrainConfig
-    keyed = _differences({k: v for k, v in config.items() if k not in NOT_IN_ID}, TrainConfig().to_dict())
+
+    keyed = _differences(
+        {k: v for k, v in config.items() if k not in NOT_IN_ID}, TrainConfig().to_dict()
+    )
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
     target = config["bias"] if config["method"] == "bias" else config["method"]
-    parts = [_slug(config["model"]), config["task"], target, config["regime"], f"s{config['seed']}", digest[:10]]
+    parts = [
+        _slug(config["model"]),
+        config["task"],
+        target,
+        config["regime"],
+        f"s{config['seed']}",
+        digest[:10],
+    ]
     return "-".join(_slug(str(p)) for p in parts)
 
 
@@ -177,9 +199,14 @@ def parse_spec(data: Any, path: Path = Path("<spec>"), root: str | Path | None =
         known = [str(v) for v in grid.get(axis, [base.get(axis)])]
         for value, over in table.items():
             if str(value) not in known:
-                raise err(f"{section}.{value}: {value!r} is not a {axis} of this sweep ({', '.join(known)})")
+                raise err(
+                    f"{section}.{value}: {value!r} is not a {axis} of this sweep"
+                    f" ({', '.join(known)})"
+                )
             over = dict(_mapping(over, f"{section}.{value}", err))
-            lau = _launcher(over.pop("launcher", None), f"{section}.{value}.launcher", err, launcher)
+            lau = _launcher(
+                over.pop("launcher", None), f"{section}.{value}.launcher", err, launcher
+            )
             res = _resources(over.pop("slurm", None), f"{section}.{value}.slurm", err, resources)
             flat = _flat(over, f"{section}.{value}", err)
             clash = sorted(set(flat) & set(grid))
@@ -189,7 +216,9 @@ def parse_spec(data: Any, path: Path = Path("<spec>"), root: str | Path | None =
 
     local = _mapping(data.get("local"), "local", err)
     if set(local) - {"parallelism"}:
-        raise err(f"local: unknown key {sorted(set(local) - {'parallelism'})[0]!r}; known: parallelism")
+        raise err(
+            f"local: unknown key {sorted(set(local) - {'parallelism'})[0]!r}; known: parallelism"
+        )
     parallelism = local.get("parallelism", 1)
     if not isinstance(parallelism, int) or parallelism < 1:
         raise err(f"local.parallelism={parallelism!r} must be an integer >= 1")
@@ -198,13 +227,21 @@ def parse_spec(data: Any, path: Path = Path("<spec>"), root: str | Path | None =
         raise err("collect takes metric: final|best and scale: NUMBER")
 
     runs = _expand(grid, base, per, launcher, resources, root, err)
-    return Spec(name=name, path=path, root=root, grid=grid, runs=runs, local_parallelism=parallelism,
-                collect=collect)
+    return Spec(
+        name=name,
+        path=path,
+        root=root,
+        grid=grid,
+        runs=runs,
+        local_parallelism=parallelism,
+        collect=collect,
+    )
 
 
 def _expand(grid, base, per, launcher, resources, root, err) -> list[Run]:
     from beft.config import ConfigError, load_config
     from beft.tasks.registry import TASKS, builtin, known_task
+
     known_tasks = set(TASKS["encoder"]) | set(TASKS["decoder"])
     keys = list(grid)
     runs, seen = [], {}
@@ -220,13 +257,19 @@ def _expand(grid, base, per, launcher, resources, root, err) -> list[Run]:
                 res = res2 if res2 != resources else res
         label = "/".join(f"{k}={v}" for k, v in axes.items())
         if res.nodes > 1 and lau.kind == "python":
-            raise err(f"run {label}: slurm.nodes={res.nodes} needs launcher kind torchrun or deepspeed "
-                      "(one launcher per node, nproc ranks each); kind python runs one process")
+            raise err(
+                f"run {label}: slurm.nodes={res.nodes} needs launcher kind torchrun or deepspeed "
+                "(one launcher per node, nproc ranks each); kind python runs one process"
+            )
         task = str(over.get("task"))
         if not known_task(task):
-            raise err(f"run {label}: unknown task {task!r}; known: {', '.join(sorted(known_tasks))}, or own data "
-                      "(a data file or folder, or a hub dataset id owner/name)")
-        if not builtin(task) and Path(task).expanduser().exists():   # own data: jobs may run elsewhere
+            raise err(
+                f"run {label}: unknown task {task!r}; known: {', '.join(sorted(known_tasks))}, or"
+                " own data (a data file or folder, or a hub dataset id owner/name)"
+            )
+        if (
+            not builtin(task) and Path(task).expanduser().exists()
+        ):  # own data: jobs may run elsewhere
             over["task"] = str(Path(task).expanduser().resolve())
         over.update(lau.backend(), resume=True, overwrite=False, output_dir="-")
         try:
@@ -254,13 +297,21 @@ def _mapping(value, where: str, err) -> dict:
 def _flat(mapping: dict, where: str, err) -> dict:
     """Nested sections (optim:, data:, checkpoint:) -> dotted keys, so overrides merge per field."""
     from beft.config import TrainConfig
-    sections = {f.name for f in dataclasses.fields(TrainConfig) if dataclasses.is_dataclass(f.default_factory)}
+
+    sections = {
+        f.name
+        for f in dataclasses.fields(TrainConfig)
+        if dataclasses.is_dataclass(f.default_factory)
+    }
     out = {}
     for k, v in mapping.items():
         if k in sections and isinstance(v, dict):
             out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
         elif k in NOT_IN_ID + ("backend", "deepspeed_config"):
-            raise err(f"{where}.{k}: set by the sweep (run dirs live under root; backend comes from launcher)")
+            raise err(
+                f"{where}.{k}: set by the sweep (run dirs live under root; backend comes from"
+                " launcher)"
+            )
         else:
             out[str(k)] = v
     return out
@@ -270,14 +321,20 @@ def _launcher(value, where: str, err, default: Launcher | None = None) -> Launch
     value = _mapping(value, where, err)
     fields = {f.name for f in dataclasses.fields(Launcher)}
     if set(value) - fields:
-        raise err(f"{where}: unknown key {sorted(set(value) - fields)[0]!r}; known: {', '.join(sorted(fields))}")
+        raise err(
+            f"{where}: unknown key {sorted(set(value) - fields)[0]!r}; known:"
+            f" {', '.join(sorted(fields))}"
+        )
     lau = dataclasses.replace(default or Launcher(), **value)
     if lau.kind not in LAUNCHERS:
         raise err(f"{where}.kind={lau.kind!r} is not one of {', '.join(LAUNCHERS)}")
     if not isinstance(lau.nproc, int) or lau.nproc < 1:
         raise err(f"{where}.nproc={lau.nproc!r} must be an integer >= 1")
     if lau.kind == "python" and lau.nproc != 1:
-        raise err(f"{where}: kind python runs one process; use torchrun or deepspeed for nproc={lau.nproc}")
+        raise err(
+            f"{where}: kind python runs one process; use torchrun or deepspeed for"
+            f" nproc={lau.nproc}"
+        )
     if lau.kind == "deepspeed" and not lau.ds_config:
         raise err(f"{where}: kind deepspeed needs ds_config (e.g. ds_configs/zero3.json)")
     if lau.kind != "deepspeed" and lau.ds_config:
@@ -289,7 +346,10 @@ def _resources(value, where: str, err, default: Resources | None = None) -> Reso
     value = _mapping(value, where, err)
     fields = {f.name: f for f in dataclasses.fields(Resources)}
     if set(value) - set(fields):
-        raise err(f"{where}: unknown key {sorted(set(value) - set(fields))[0]!r}; known: {', '.join(fields)}")
+        raise err(
+            f"{where}: unknown key {sorted(set(value) - set(fields))[0]!r}; known:"
+            f" {', '.join(fields)}"
+        )
     res = dataclasses.replace(default or Resources(), **value)
     for key in ("nodes", "cpus_per_task", "time_min", "array_parallelism"):
         v = getattr(res, key)

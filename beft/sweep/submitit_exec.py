@@ -6,6 +6,7 @@ checkpoint(), which re-submits the same run. The run always trains with resume=t
 requeued job continues from checkpoints/last (written atomically by the training loop), and a
 run that already holds result.json returns it without training: one result per run.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,9 +41,16 @@ class SweepJob:
 
 def slurm_parameters(res, name: str) -> dict:
     """Spec resources -> submitit SlurmExecutor parameters (sbatch names)."""
-    params = {"job_name": name, "time": res.time_min, "nodes": res.nodes, "ntasks_per_node": 1,
-              "cpus_per_task": res.cpus_per_task, "mem": f"{int(res.mem_gb * 1024)}M",
-              "array_parallelism": res.array_parallelism, "signal_delay_s": res.signal_delay_s}
+    params = {
+        "job_name": name,
+        "time": res.time_min,
+        "nodes": res.nodes,
+        "ntasks_per_node": 1,
+        "cpus_per_task": res.cpus_per_task,
+        "mem": f"{int(res.mem_gb * 1024)}M",
+        "array_parallelism": res.array_parallelism,
+        "signal_delay_s": res.signal_delay_s,
+    }
     if res.gpus_per_node:
         params["gpus_per_node"] = res.gpus_per_node
     for key in ("partition", "account", "qos"):
@@ -68,8 +76,13 @@ def make_executor(cluster: str, folder: Path, res, name: str):
 def sbatch_preview(res, name: str, folder: Path, n: int) -> str:
     """The #SBATCH lines submitit would write for an array of n runs (dry run)."""
     from submitit.slurm.slurm import _make_sbatch_string
-    text = _make_sbatch_string(command="python -u -m submitit.core._submit " + str(folder), folder=folder,
-                               map_count=n, **slurm_parameters(res, name))
+
+    text = _make_sbatch_string(
+        command="python -u -m submitit.core._submit " + str(folder),
+        folder=folder,
+        map_count=n,
+        **slurm_parameters(res, name),
+    )
     return "\n".join(line for line in text.splitlines() if line.startswith("#SBATCH"))
 
 
@@ -88,7 +101,8 @@ def job_paths(folder: Path, job_id: str) -> dict:
 
 
 def slurm_states(folder: Path, job_ids: list[str]) -> dict[str, str]:
-    """job id -> SLURM state (sacct, one call for all arrays); 'UNKNOWN' where sacct has no record."""
+    """job id -> SLURM state (sacct, one call for all arrays); 'UNKNOWN' where sacct has no
+    record."""
     if not job_ids:
         return {}
     watcher = submitit.SlurmJob.watcher
@@ -99,7 +113,9 @@ def slurm_states(folder: Path, job_ids: list[str]) -> dict[str, str]:
 
 
 # the line a Python exception (or beft's one-line "error: ...") ends a failed job's stderr with
-_ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failed|Stopped)\b|error:)")
+_ERROR_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failed|Stopped)\b|error:)"
+)
 LOG_TAIL = 64 * 1024
 
 

@@ -6,8 +6,10 @@ Multi-node (slurm.nodes > 1): submitit starts this on every node (srun, one task
 starts its node's nproc ranks with torchrun --nnodes/--node_rank and a static rendezvous on the
 allocation's first host (DeepSpeed ranks too: they read the same torch.distributed environment).
 A run that already holds result.json is returned as is (a late requeue never trains twice).
-Every start appends one line to <run_dir>/attempts.jsonl (job id, step it resumed from; node 0 only).
+Every start appends one line to <run_dir>/attempts.jsonl (job id, step it resumed from; node 0
+only).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,9 +47,10 @@ def checkpoint_step(rd: RunDir) -> int:
 @dataclass(frozen=True)
 class Nodes:
     """This job's nodes: how many, which one this process runs on, where ranks meet."""
+
     count: int = 1
     rank: int = 0
-    head: str = ""       # host of node 0 (rendezvous); empty on one node
+    head: str = ""  # host of node 0 (rendezvous); empty on one node
     port: int = 0
 
 
@@ -63,7 +66,9 @@ def nodes_from_env(env=os.environ) -> Nodes:
         head = env.get("MASTER_ADDR") or first_host(env["SLURM_JOB_NODELIST"])
         port = int(env.get("MASTER_PORT") or rendezvous_port(env["SLURM_JOB_ID"]))
     except KeyError as e:
-        raise RunFailed(f"a {count}-node job without {e.args[0]} in its environment: start it with srun") from None
+        raise RunFailed(
+            f"a {count}-node job without {e.args[0]} in its environment: start it with srun"
+        ) from None
     return Nodes(count=count, rank=rank, head=head, port=port)
 
 
@@ -72,13 +77,22 @@ def first_host(nodelist: str) -> str:
     if not any(c in nodelist for c in "[],"):
         return nodelist
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                             timeout=30, check=True).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.split()
     except (OSError, subprocess.SubprocessError) as e:
-        raise RunFailed(f"cannot expand SLURM_JOB_NODELIST={nodelist!r} with scontrol ({e}); "
-                        "set MASTER_ADDR to the first node's host") from None
+        raise RunFailed(
+            f"cannot expand SLURM_JOB_NODELIST={nodelist!r} with scontrol ({e}); "
+            "set MASTER_ADDR to the first node's host"
+        ) from None
     if not out:
-        raise RunFailed(f"scontrol found no host in SLURM_JOB_NODELIST={nodelist!r}; set MASTER_ADDR")
+        raise RunFailed(
+            f"scontrol found no host in SLURM_JOB_NODELIST={nodelist!r}; set MASTER_ADDR"
+        )
     return out[0]
 
 
@@ -96,22 +110,42 @@ def run(run_dir: str, launcher: dict, nodes: Nodes | None = None) -> dict:
     nodes = nodes or nodes_from_env()
     kind, nproc = launcher.get("kind", "python"), int(launcher.get("nproc", 1))
     if nodes.count > 1 and kind == "python":
-        raise RunFailed(f"launcher python runs one process; a {nodes.count}-node job needs torchrun or deepspeed")
-    if nodes.rank == 0:   # node 0 alone touches the run directory before the ranks meet
+        raise RunFailed(
+            f"launcher python runs one process; a {nodes.count}-node job needs torchrun or"
+            " deepspeed"
+        )
+    if nodes.rank == 0:  # node 0 alone touches the run directory before the ranks meet
         with open(rd.path / "attempts.jsonl", "a") as f:
-            f.write(json.dumps({"job_id": job_id_from_env(), "start_step": checkpoint_step(rd), "time": time.time(),
-                                "host": socket.gethostname(), "nodes": nodes.count,
-                                "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0"))}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "job_id": job_id_from_env(),
+                        "start_step": checkpoint_step(rd),
+                        "time": time.time(),
+                        "host": socket.gethostname(),
+                        "nodes": nodes.count,
+                        "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+                    }
+                )
+                + "\n"
+            )
         rd.recover_checkpoint()
     if kind == "python":
         train(str(rd.config))
     else:
         cmd = launch_command(kind, nproc, str(rd.config), nodes)
         print("launching: " + " ".join(cmd), flush=True)
-        code = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}).returncode
+        code = subprocess.run(
+            cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        ).returncode
         if code != 0:
-            raise RunFailed(f"{kind} exited with status {code} for {rd.path} (node {nodes.rank} of {nodes.count})")
-    if nodes.rank != 0:   # rank 0 (on node 0) writes result.json, perhaps after this node's ranks exit
+            raise RunFailed(
+                f"{kind} exited with status {code} for {rd.path} (node {nodes.rank} of"
+                f" {nodes.count})"
+            )
+    if (
+        nodes.rank != 0
+    ):  # rank 0 (on node 0) writes result.json, perhaps after this node's ranks exit
         return {"node": nodes.rank, "output_dir": str(rd.path)}
     if not rd.is_finished():
         raise RunFailed(f"training ended without {rd.result}")
@@ -124,18 +158,48 @@ def launch_command(kind: str, nproc: int, config: str, nodes: Nodes = Nodes()) -
     nodes, so multi-node DeepSpeed ranks start under torchrun too and read the same environment)."""
     module = ["-m", "beft.sweep.worker", config]
     if nodes.count > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes.count), "--node_rank",
-                str(nodes.rank), "--master_addr", nodes.head, "--master_port", str(nodes.port),
-                "--nproc_per_node", str(nproc), *module]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            str(nodes.count),
+            "--node_rank",
+            str(nodes.rank),
+            "--master_addr",
+            nodes.head,
+            "--master_port",
+            str(nodes.port),
+            "--nproc_per_node",
+            str(nproc),
+            *module,
+        ]
     if kind == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-                *module]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(nproc),
+            *module,
+        ]
     if kind == "deepspeed":
-        exe = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or shutil.which("deepspeed")
+        exe = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or shutil.which(
+            "deepspeed"
+        )
         if exe is None:
             raise RunFailed("launcher deepspeed: the deepspeed command is not installed")
-        return [exe, "--num_gpus", str(nproc), "--master_port", str(_free_port()), "--module",
-                "beft.sweep.worker", config]
+        return [
+            exe,
+            "--num_gpus",
+            str(nproc),
+            "--master_port",
+            str(_free_port()),
+            "--module",
+            "beft.sweep.worker",
+            config,
+        ]
     raise RunFailed(f"unknown launcher {kind!r}")
 
 
@@ -148,9 +212,14 @@ def _free_port() -> int:
 def train(config: str) -> dict | None:
     from beft.config import load_config
     from beft.train import Trainer
+
     return Trainer(load_config(config, resume=True, overwrite=False)).run()
 
 
-if __name__ == "__main__":   # one rank under torchrun / deepspeed
-    args = [a for a in sys.argv[1:] if not a.startswith("--local_rank") and not a.startswith("--local-rank")]
+if __name__ == "__main__":  # one rank under torchrun / deepspeed
+    args = [
+        a
+        for a in sys.argv[1:]
+        if not a.startswith("--local_rank") and not a.startswith("--local-rank")
+    ]
     train(args[0])

@@ -8,10 +8,20 @@
 
 Every task provides the Task protocol (protocol.py); encoder tasks also HeadTask.
 """
+
 from beft.tasks.base import Splits, TaskDataError
 from beft.tasks.custom import label_maps
 from beft.tasks.protocol import HeadTask, Task
 from beft.tasks.registry import TASKS, get_task, known_task, task_for
 
-__all__ = ["TASKS", "HeadTask", "Splits", "Task", "TaskDataError", "get_task", "known_task", "label_maps",
-           "task_for"]
+__all__ = [
+    "TASKS",
+    "HeadTask",
+    "Splits",
+    "Task",
+    "TaskDataError",
+    "get_task",
+    "known_task",
+    "label_maps",
+    "task_for",
+]

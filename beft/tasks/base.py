@@ -1,4 +1,6 @@
-"""Shared task types: the data error, the Splits result, where the data folder is, and what is missing."""
+"""Shared task types: the data error, the Splits result, where the data folder is, and what is
+missing."""
+
 from __future__ import annotations
 
 import os
@@ -29,7 +31,12 @@ def missing_data(root: Path | None, rel: str, expected: str, hub: str | None) ->
     """The error for absent local data; `expected` is the layout shown when there is no folder,
     `hub` the hub split that would stand in when online (None: there is none)."""
     where, layout = (f"missing {root / rel}", rel) if root else ("no task data folder", expected)
-    online = (f"; or go online (unset HF_HUB_OFFLINE and HF_DATASETS_OFFLINE) to load {hub}"
-              if hub else "")
-    return TaskDataError(f"{where}: pass data_dir or set {ENV_VAR} to a folder laid out as "
-                         f"<data_dir>/{layout}{online}")
+    online = (
+        f"; or go online (unset HF_HUB_OFFLINE and HF_DATASETS_OFFLINE) to load {hub}"
+        if hub
+        else ""
+    )
+    return TaskDataError(
+        f"{where}: pass data_dir or set {ENV_VAR} to a folder laid out as "
+        f"<data_dir>/{layout}{online}"
+    )

@@ -7,6 +7,7 @@ decoding from the prompt reproduces the completion's tokens.
 The completion is appended to the prompt as it is written (start it with a space where the words
 need one).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,11 +28,15 @@ class CompletionTask(PreRead):
     arch: str = "decoder"
     num_labels: int | None = None
     labels: tuple[str, ...] | None = None
-    generates: ClassVar[bool] = False   # scored in one forward (no generate)
+    generates: ClassVar[bool] = False  # scored in one forward (no generate)
 
     def collate(self, tokenizer, examples: list[dict], max_length: int) -> dict[str, torch.Tensor]:
-        return completion_batch(tokenizer, [ex["prompt"] for ex in examples],
-                                [ex["completion"] for ex in examples], max_length)
+        return completion_batch(
+            tokenizer,
+            [ex["prompt"] for ex in examples],
+            [ex["completion"] for ex in examples],
+            max_length,
+        )
 
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return completion_loss(model, batch)
@@ -41,9 +46,10 @@ class CompletionTask(PreRead):
 
     @torch.no_grad()
     def predict(self, model, batch: dict[str, torch.Tensor], **kw) -> list[tuple[float, bool]]:
-        """Per example: (mean log-likelihood of its completion tokens, greedy decoding reproduces them)."""
-        logits, targets, tmask = target_logits(model, batch)   # (B, T, V), (B, T), (B, T)
-        lp = torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None])[..., 0]   # (B, T)
+        """Per example: (mean log-likelihood of its completion tokens, greedy decoding reproduces
+        them)."""
+        logits, targets, tmask = target_logits(model, batch)  # (B, T, V), (B, T), (B, T)
+        lp = torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None])[..., 0]  # (B, T)
         m = tmask.bool()
         mean = (lp * m).sum(-1) / m.sum(-1).clamp(min=1)
         hit = ((logits.argmax(-1) == targets) | ~m).all(-1)
@@ -51,4 +57,7 @@ class CompletionTask(PreRead):
 
     def metrics(self, preds: list, examples: list[dict]) -> dict[str, float]:
         n = max(len(preds), 1)
-        return {"loglik": sum(p[0] for p in preds) / n, "exact_match": sum(float(p[1]) for p in preds) / n}
+        return {
+            "loglik": sum(p[0] for p in preds) / n,
+            "exact_match": sum(float(p[1]) for p in preds) / n,
+        }

@@ -1,4 +1,5 @@
 """File readers that name the file and line of any malformed record."""
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Training-set sizes per regime (low / medium / high) follow the BEFT paper; 'all'
 train file. CB (250 train rows) and WiC (5,428) are not in the paper's tables; we use
 CB 100/200/250 and WiC 1000/3000/5428.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -36,10 +37,16 @@ class EncoderTask:
     arch: str = "encoder"
     metric_kind: str = ""  # which label metrics to report (see metrics.METRICS); "": main_metric's
     labels: tuple[str, ...] | None = None  # class names by id where the data names them (own data)
-    generates: ClassVar[bool] = False   # predictions come from one forward (no generate)
+    generates: ClassVar[bool] = False  # predictions come from one forward (no generate)
 
-    def load(self, data_dir: str | None = None, regime: str = "all", seed: int = 0,
-             n_train: int | None = None, n_eval: int | None = None) -> Splits:
+    def load(
+        self,
+        data_dir: str | None = None,
+        regime: str = "all",
+        seed: int = 0,
+        n_train: int | None = None,
+        n_eval: int | None = None,
+    ) -> Splits:
         if regime not in REGIMES:
             raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
         if n_train is None and regime != "all":
@@ -51,8 +58,16 @@ class EncoderTask:
     def collate(self, tokenizer, examples: list[dict], max_length: int) -> dict[str, torch.Tensor]:
         a, b = zip(*(self.texts(ex) for ex in examples))
         second = None if all(x is None for x in b) else [x or "" for x in b]
-        batch = dict(tokenizer(list(a), second, truncation=True, max_length=max_length,
-                               padding=True, return_tensors="pt"))
+        batch = dict(
+            tokenizer(
+                list(a),
+                second,
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+        )
         dtype = torch.float32 if self.num_labels == 1 else torch.long
         batch["labels"] = torch.tensor([ex["label"] for ex in examples], dtype=dtype)
         return batch
@@ -68,7 +83,9 @@ class EncoderTask:
         """(B,) the loss of each example; their mean is `loss`."""
         return self.loss_from_logits(self.logits(model, batch), batch["labels"], reduction="none")
 
-    def loss_from_logits(self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    def loss_from_logits(
+        self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
         if self.num_labels == 1:
             return F.mse_loss(logits[:, 0].float(), labels.float(), reduction=reduction)
         return F.cross_entropy(logits.float(), labels, reduction=reduction)
@@ -81,4 +98,6 @@ class EncoderTask:
         return logits.argmax(-1).tolist()
 
     def metrics(self, preds: list, examples: list[dict]) -> dict[str, float]:
-        return label_metrics(self.metric_kind or self.main_metric, preds, [ex["label"] for ex in examples])
+        return label_metrics(
+            self.metric_kind or self.main_metric, preds, [ex["label"] for ex in examples]
+        )

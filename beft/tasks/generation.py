@@ -4,6 +4,7 @@
 loss, and the left-padded prompt alone (gen_*) for `generate`. The task keeps the tokenizer
 it last collated with, to decode predictions (or pass tokenizer= to predict).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ class StopOnNewline(StoppingCriteria):
         self.tokenizer, self.prompt_len = tokenizer, prompt_len
 
     def __call__(self, input_ids: torch.Tensor, scores, **kw) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(
+            input_ids[:, self.prompt_len :], skip_special_tokens=True
+        )
         return torch.tensor(["\n" in t for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
@@ -41,15 +44,26 @@ def pad_left(seqs: list[list[int]], value: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, batch: dict[str, torch.Tensor], max_new_tokens: int = 50,
-                     synced_gpus: bool = False) -> tuple[list[str], int]:
+def generate_answers(
+    model,
+    tokenizer,
+    batch: dict[str, torch.Tensor],
+    max_new_tokens: int = 50,
+    synced_gpus: bool = False,
+) -> tuple[list[str], int]:
     """Greedy continuations of the gen_* prompts, cut at newline; also the steps generated."""
     ids = batch["gen_input_ids"]
-    out = model.generate(input_ids=ids, attention_mask=batch["gen_attention_mask"], do_sample=False,
-                         num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=pad_id(tokenizer),
-                         stopping_criteria=StoppingCriteriaList([StopOnNewline(tokenizer, ids.shape[1])]),
-                         synced_gpus=synced_gpus)
-    new = out[:, ids.shape[1]:]  # (B, steps)
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=batch["gen_attention_mask"],
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad_id(tokenizer),
+        stopping_criteria=StoppingCriteriaList([StopOnNewline(tokenizer, ids.shape[1])]),
+        synced_gpus=synced_gpus,
+    )
+    new = out[:, ids.shape[1] :]  # (B, steps)
     texts = tokenizer.batch_decode(new, skip_special_tokens=True)
     return [first_line(t) for t in texts], new.shape[1]
 
@@ -69,8 +83,14 @@ class GenTask:
     generates: ClassVar[bool] = True
     tokenizer: object = field(default=None, repr=False)
 
-    def load(self, data_dir: str | None = None, regime: str = "all", seed: int = 0,
-             n_train: int | None = None, n_eval: int | None = None) -> Splits:
+    def load(
+        self,
+        data_dir: str | None = None,
+        regime: str = "all",
+        seed: int = 0,
+        n_train: int | None = None,
+        n_eval: int | None = None,
+    ) -> Splits:
         return load_decoder(self.name, self.data, data_dir, regime, seed, n_train, n_eval)
 
     def collate(self, tokenizer, examples: list[dict], max_length: int) -> dict[str, torch.Tensor]:
@@ -78,7 +98,9 @@ class GenTask:
         prompts = [self.prompt.prompt(ex) for ex in examples]
         gen = [tokenizer(p)["input_ids"][-max_length:] for p in prompts]
         return {
-            **completion_batch(tokenizer, prompts, [f" {ex['answers'][0]}\n" for ex in examples], max_length),
+            **completion_batch(
+                tokenizer, prompts, [f" {ex['answers'][0]}\n" for ex in examples], max_length
+            ),
             "gen_input_ids": pad_left(gen, pad_id(tokenizer)),  # (B, Lp) left-padded
             "gen_attention_mask": pad_left([[1] * len(s) for s in gen], 0),
         }
@@ -94,8 +116,13 @@ class GenTask:
         tokenizer = kw.get("tokenizer") or self.tokenizer
         if tokenizer is None:
             raise ValueError(f"{self.name}: call collate (or pass tokenizer=) before predict")
-        texts, _ = generate_answers(model, tokenizer, batch, kw.get("max_new_tokens", self.max_new_tokens),
-                                    bool(kw.get("synced_gpus", False)))
+        texts, _ = generate_answers(
+            model,
+            tokenizer,
+            batch,
+            kw.get("max_new_tokens", self.max_new_tokens),
+            bool(kw.get("synced_gpus", False)),
+        )
         return texts
 
     def metrics(self, preds: list, examples: list[dict]) -> dict[str, float]:

@@ -1,4 +1,5 @@
 """GLUE TSV files: one row spec per task, read into {'text_a', 'text_b', 'label'} examples."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ def read_glue(rows: TsvRows, path: Path, rel: str) -> list[dict]:
         raw = column(fields, columns, rows.label, loc)
         label = to_float(raw, loc) if rows.labels is None else label_index(raw, rows.labels, loc)
         text_b = None if rows.text_b is None else column(fields, columns, rows.text_b, loc)
-        out.append({"text_a": column(fields, columns, rows.text_a, loc), "text_b": text_b,
-                    "label": label})
+        out.append(
+            {"text_a": column(fields, columns, rows.text_a, loc), "text_b": text_b, "label": label}
+        )
     return out
 
 
@@ -46,8 +48,16 @@ ROWS = {
     "rte": TsvRows("sentence1", "sentence2", "label", NLI2),
 }
 
-FOLDERS = {"sst2": "SST-2", "cola": "CoLA", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
-           "qnli": "QNLI", "mnli": "MNLI", "rte": "RTE"}
+FOLDERS = {
+    "sst2": "SST-2",
+    "cola": "CoLA",
+    "mrpc": "MRPC",
+    "stsb": "STS-B",
+    "qqp": "QQP",
+    "qnli": "QNLI",
+    "mnli": "MNLI",
+    "rte": "RTE",
+}
 
 
 def glue_spec(name: str) -> DataSpec:

@@ -13,6 +13,7 @@ Where the hub copy is not the original file, the converted rows can differ:
 - DROP validation: the hub keeps only the validated answers (not the original `answer`), one
   entry per span, so a multi-span answer becomes several single-span golds.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,11 @@ class HubSplit:
 
 
 def offline() -> bool:
-    """True when either offline variable is set to 1 (or true / yes / on, as huggingface_hub reads it)."""
-    return any(os.environ.get(v, "").strip().upper() in {"1", "TRUE", "YES", "ON"} for v in OFFLINE_VARS)
+    """True when either offline variable is set to 1 (or true / yes / on, as huggingface_hub reads
+    it)."""
+    return any(
+        os.environ.get(v, "").strip().upper() in {"1", "TRUE", "YES", "ON"} for v in OFFLINE_VARS
+    )
 
 
 def load_hub(source: HubSplit) -> list[dict]:
@@ -52,8 +56,10 @@ def load_hub(source: HubSplit) -> list[dict]:
     try:
         rows = datasets.load_dataset(source.name, source.config, split=source.split)
     except Exception as e:  # network, auth, or a renamed dataset: say which and how to avoid it
-        raise TaskDataError(f"cannot load {source} ({type(e).__name__}: {e}); for local files pass "
-                            f"data_dir or set {ENV_VAR}") from e
+        raise TaskDataError(
+            f"cannot load {source} ({type(e).__name__}: {e}); for local files pass "
+            f"data_dir or set {ENV_VAR}"
+        ) from e
     out = []
     for i, row in enumerate(rows):
         try:
@@ -64,6 +70,7 @@ def load_hub(source: HubSplit) -> list[dict]:
 
 
 # ---- row converters: hub row -> the local reader's example ----
+
 
 def label(row: Row) -> int:
     value = int(row["label"])
@@ -94,8 +101,13 @@ def copy(*keys: str) -> Convert:
 
 def multirc(row: Row) -> dict:
     idx = row["idx"]
-    return {"passage": row["paragraph"], "question": row["question"], "answer": row["answer"],
-            "qid": (idx["paragraph"], idx["question"]), "label": label(row)}
+    return {
+        "passage": row["paragraph"],
+        "question": row["question"],
+        "answer": row["answer"],
+        "qid": (idx["paragraph"], idx["question"]),
+        "label": label(row),
+    }
 
 
 def record(row: Row) -> dict:
@@ -106,28 +118,41 @@ def record(row: Row) -> dict:
     gold = [i for i, c in enumerate(candidates) if c in answers]
     if not gold:
         raise ValueError("no answer is a passage entity")
-    return {"passage": row["passage"], "query": row["query"], "candidates": candidates,
-            "answers": answers, "label": gold[0]}
+    return {
+        "passage": row["passage"],
+        "query": row["query"],
+        "candidates": candidates,
+        "answers": answers,
+        "label": gold[0],
+    }
 
 
 def squad(row: Row) -> dict:
     answers = list(row["answers"]["text"])
     if not answers:
         raise ValueError("no answers")
-    return {"title": row["title"], "context": row["context"], "question": row["question"],
-            "answers": answers}
+    return {
+        "title": row["title"],
+        "context": row["context"],
+        "question": row["question"],
+        "answers": answers,
+    }
 
 
 def drop(one_answer: bool) -> Convert:
     """`one_answer`: the train split holds one annotation, so its spans are one answer, joined
     as the local reader joins them; validation entries may come from several annotators."""
+
     def convert(row: Row) -> dict:
         entries = records(row["answers_spans"])
-        texts = [" ".join(e["spans"].split()) if e["types"] == "date" else e["spans"] for e in entries]
+        texts = [
+            " ".join(e["spans"].split()) if e["types"] == "date" else e["spans"] for e in entries
+        ]
         answers = [" ".join(texts)] if one_answer else list(dict.fromkeys(texts))
         if not any(answers):
             raise ValueError("empty answer")
         return {"context": row["passage"], "question": row["question"], "answers": answers}
+
     return convert
 
 
@@ -136,8 +161,11 @@ def drop(one_answer: bool) -> Convert:
 GLUE, SUPER_GLUE = "nyu-mll/glue", "aps/super_glue"
 TSV = {"train.tsv": "train", "dev.tsv": "validation"}
 JSONL = {"train.jsonl": "train", "val.jsonl": "validation"}
-MNLI = {"train.tsv": "train", "dev_matched.tsv": "validation_matched",
-        "dev_mismatched.tsv": "validation_mismatched"}
+MNLI = {
+    "train.tsv": "train",
+    "dev_matched.tsv": "validation_matched",
+    "dev_mismatched.tsv": "validation_mismatched",
+}
 WIC = {"train/train.data.txt": "train", "dev/dev.data.txt": "validation"}
 
 SOURCES: list[tuple[str, dict[str, str], str, str | None, Convert]] = [
@@ -152,18 +180,30 @@ SOURCES: list[tuple[str, dict[str, str], str, str | None, Convert]] = [
     ("superglue/CB", JSONL, SUPER_GLUE, "cb", copy("premise", "hypothesis")),
     ("superglue/RTE", JSONL, SUPER_GLUE, "rte", copy("premise", "hypothesis")),
     ("superglue/BoolQ", JSONL, SUPER_GLUE, "boolq", copy("passage", "question")),
-    ("superglue/COPA", JSONL, SUPER_GLUE, "copa", copy("premise", "choice1", "choice2", "question")),
+    (
+        "superglue/COPA",
+        JSONL,
+        SUPER_GLUE,
+        "copa",
+        copy("premise", "choice1", "choice2", "question"),
+    ),
     ("superglue/WSC", JSONL, SUPER_GLUE, "wsc.fixed", copy("text", "span1_text", "span2_text")),
     ("superglue/MultiRC", JSONL, SUPER_GLUE, "multirc", multirc),
     ("superglue/ReCoRD", JSONL, SUPER_GLUE, "record", record),
     ("wic_original", WIC, SUPER_GLUE, "wic", copy("word", "sentence1", "sentence2")),
-    ("squad", {"train-v1.1.json": "train", "dev-v1.1.json": "validation"}, "rajpurkar/squad", None,
-     squad),
+    (
+        "squad",
+        {"train-v1.1.json": "train", "dev-v1.1.json": "validation"},
+        "rajpurkar/squad",
+        None,
+        squad,
+    ),
     ("drop", {"drop_dataset_train.json": "train"}, "ucinlp/drop", None, drop(one_answer=True)),
     ("drop", {"drop_dataset_dev.json": "validation"}, "ucinlp/drop", None, drop(one_answer=False)),
 ]
 
 HUB: dict[str, HubSplit] = {
     f"{folder}/{file}": HubSplit(name, config, split, convert)
-    for folder, files, name, config, convert in SOURCES for file, split in files.items()
+    for folder, files, name, config, convert in SOURCES
+    for file, split in files.items()
 }

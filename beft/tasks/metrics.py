@@ -1,4 +1,5 @@
 """Task metrics with scikit-learn / scipy, and SQuAD-normalised answer F1 / exact match."""
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,10 @@ def mcc(preds: Sequence[int], golds: Sequence[int]) -> float:
 
 
 def correlations(preds: Sequence[float], golds: Sequence[float]) -> dict[str, float]:
-    return {"pearson": float(pearsonr(preds, golds)[0]),
-            "spearman": float(spearmanr(preds, golds)[0])}
+    return {
+        "pearson": float(pearsonr(preds, golds)[0]),
+        "spearman": float(spearmanr(preds, golds)[0]),
+    }
 
 
 def normalize_answer(text: str) -> str:

@@ -1,4 +1,5 @@
 """Extractive/abstractive QA readers: SQuAD v1.1 JSON and DROP JSON -> question rows."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,14 @@ def read_squad(path: Path, rel: str) -> list[dict]:
                 answers = [get(x, "text", loc) for x in get(qa, "answers", loc)]
                 if not answers:
                     raise TaskDataError(f"{loc}: no answers")
-                out.append({"title": article.get("title", ""), "context": get(para, "context", loc),
-                            "question": get(qa, "question", loc), "answers": answers})
+                out.append(
+                    {
+                        "title": article.get("title", ""),
+                        "context": get(para, "context", loc),
+                        "question": get(qa, "question", loc),
+                        "answers": answers,
+                    }
+                )
     return out
 
 
@@ -46,14 +53,24 @@ def read_drop(path: Path, rel: str) -> list[dict]:
             answers = list(dict.fromkeys(t for t in map(drop_answer_text, golds) if t))
             if not answers:
                 raise TaskDataError(f"{loc}: empty answer")
-            out.append({"context": get(item, "passage", loc), "question": get(qa, "question", loc),
-                        "answers": answers})
+            out.append(
+                {
+                    "context": get(item, "passage", loc),
+                    "question": get(qa, "question", loc),
+                    "answers": answers,
+                }
+            )
     return out
 
 
 SPECS: dict[str, DataSpec] = {
-    "squad": DataSpec("squad/train-v1.1.json", "squad/dev-v1.1.json", read_squad,
-                      group=lambda r: r["context"]),
-    "drop": DataSpec("drop/drop_dataset_train.json", "drop/drop_dataset_dev.json", read_drop,
-                     group=lambda r: r["context"]),
+    "squad": DataSpec(
+        "squad/train-v1.1.json", "squad/dev-v1.1.json", read_squad, group=lambda r: r["context"]
+    ),
+    "drop": DataSpec(
+        "drop/drop_dataset_train.json",
+        "drop/drop_dataset_dev.json",
+        read_drop,
+        group=lambda r: r["context"],
+    ),
 }

@@ -9,6 +9,7 @@ row per example (the prompt) plus `next_token` (P,), and one forward scores all 
 next-token distribution at the prompt's last position: C times less compute than one row per pair,
 with the same scores.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -35,12 +36,12 @@ def encode_pair(tokenizer, prompt: str, cand: str, max_length: int) -> tuple[lis
     p = tokenizer(prompt)["input_ids"]
     full = tokenizer(prompt + cand)["input_ids"]
     if full[: len(p)] == p and len(full) > len(p):
-        c = full[len(p):]
+        c = full[len(p) :]
     else:
         c = tokenizer(cand, add_special_tokens=False)["input_ids"]
     c = c[:max_length]
     keep = max_length - len(c)
-    return (p[len(p) - keep:] if keep > 0 else []) + c, len(c)
+    return (p[len(p) - keep :] if keep > 0 else []) + c, len(c)
 
 
 def pad_right(seqs: list[list[int]], value: int) -> torch.Tensor:
@@ -48,8 +49,14 @@ def pad_right(seqs: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
 
 
-def candidate_batch(tokenizer, prompts: list[str], candidates: list[list[str]], labels: list[int],
-                    max_length: int, shared_prompt: bool = True) -> dict[str, torch.Tensor]:
+def candidate_batch(
+    tokenizer,
+    prompts: list[str],
+    candidates: list[list[str]],
+    labels: list[int],
+    max_length: int,
+    shared_prompt: bool = True,
+) -> dict[str, torch.Tensor]:
     """Flatten (example i, candidate j) into P pairs; `pair_example`/`pair_slot` map back.
     shared_prompt=False turns the single-token fast path off (one row per pair)."""
     ids, targets, ex_of, slot_of = [], [], [], []
@@ -65,7 +72,9 @@ def candidate_batch(tokenizer, prompts: list[str], candidates: list[list[str]], 
         return {
             "input_ids": pad_right(shared, pad_id(tokenizer)),  # (B, L) prompts only
             "attention_mask": pad_right([[1] * len(s) for s in shared], 0),
-            "next_token": torch.tensor([s[-1] for s in ids], dtype=torch.long),  # (P,) each pair's one token
+            "next_token": torch.tensor(
+                [s[-1] for s in ids], dtype=torch.long
+            ),  # (P,) each pair's one token
             "pair_example": torch.tensor(ex_of, dtype=torch.long),
             "pair_slot": torch.tensor(slot_of, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
@@ -80,8 +89,9 @@ def candidate_batch(tokenizer, prompts: list[str], candidates: list[list[str]], 
     }
 
 
-def _shared_prompt_rows(ids: list[list[int]], targets: list[list[int]], ex_of: list[int],
-                        n_examples: int) -> list[list[int]] | None:
+def _shared_prompt_rows(
+    ids: list[list[int]], targets: list[list[int]], ex_of: list[int], n_examples: int
+) -> list[list[int]] | None:
     """One prompt row per example if every pair is that prompt + one candidate token, else None."""
     rows: list[list[int] | None] = [None] * n_examples
     for seq, tgt, i in zip(ids, targets, ex_of):
@@ -102,7 +112,8 @@ def _accepts(model, name: str) -> bool:
 
 
 def _forward_kw(model) -> dict:
-    # no KV cache: scoring and training never decode step by step, and building it costs time and memory
+    # no KV cache: scoring and training never decode step by step, and building it costs time and
+    # memory
     return {"use_cache": False} if _accepts(model, "use_cache") else {}
 
 
@@ -116,12 +127,16 @@ def next_token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = model(input_ids=ids, attention_mask=am, logits_to_keep=positions, **kw).logits
         logits = logits[torch.arange(ids.shape[0]), row_pos]  # (B, V)
     else:
-        logits = model(input_ids=ids, attention_mask=am, **kw).logits[torch.arange(ids.shape[0]), last]
+        logits = model(input_ids=ids, attention_mask=am, **kw).logits[
+            torch.arange(ids.shape[0]), last
+        ]
     lp = torch.log_softmax(logits.float(), -1)  # (B, V)
     return lp[batch["pair_example"], batch["next_token"]]
 
 
-def target_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def target_logits(
+    model, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(P, T, V) logits predicting each position from the first target on, the (P, T) tokens they
     predict and the (P, T) target mask.
 
@@ -133,8 +148,14 @@ def target_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     first = max(int(has[0]) - 1, 0) if len(has) else 0  # first position that predicts a target
     keep = ids.shape[1] - first
     kw = {"logits_to_keep": keep} if _accepts(model, "logits_to_keep") else {}
-    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], **kw, **_forward_kw(model)).logits
-    return logits[:, -keep:-1], ids[:, first + 1:], tmask[:, first + 1:]  # logits predict ids[:, first+1:]
+    logits = model(
+        input_ids=ids, attention_mask=batch["attention_mask"], **kw, **_forward_kw(model)
+    ).logits
+    return (
+        logits[:, -keep:-1],
+        ids[:, first + 1 :],
+        tmask[:, first + 1 :],
+    )  # logits predict ids[:, first+1:]
 
 
 def target_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,9 +165,13 @@ def target_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     return lp.view(targets.shape), tmask.to(lp.dtype)
 
 
-def completion_batch(tokenizer, prompts: list[str], completions: list[str], max_length: int) -> dict[str, torch.Tensor]:
+def completion_batch(
+    tokenizer, prompts: list[str], completions: list[str], max_length: int
+) -> dict[str, torch.Tensor]:
     """Right-padded prompt + completion rows; `target_mask` marks the completion tokens."""
-    pairs = [encode_pair(tokenizer, p, c, max_length) for p, c in zip(prompts, completions, strict=True)]
+    pairs = [
+        encode_pair(tokenizer, p, c, max_length) for p, c in zip(prompts, completions, strict=True)
+    ]
     return {
         "input_ids": pad_right([s for s, _ in pairs], pad_id(tokenizer)),  # (B, L)
         "attention_mask": pad_right([[1] * len(s) for s, _ in pairs], 0),
@@ -192,7 +217,7 @@ def row_examples(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def gold_lm_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """(B,) per example: the mean negative log-likelihood of its gold candidate's tokens."""
-    gold = batch["pair_slot"] == batch["labels"][batch["pair_example"]]   # one gold pair per example
+    gold = batch["pair_slot"] == batch["labels"][batch["pair_example"]]  # one gold pair per example
     if "next_token" in batch:
         nll = -next_token_logprobs(model, batch)
     else:

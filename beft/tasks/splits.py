@@ -2,6 +2,7 @@
 
 The rows come from local files when the eval file is there, else from the hub (see hub.py).
 """
+
 from __future__ import annotations
 
 import random
@@ -48,8 +49,13 @@ def content(row: dict) -> str:
     return repr(sorted(row.items()))
 
 
-def draw_disjoint(rows: list[dict], n_train: int, n_eval: int, rng: random.Random,
-                  group: Callable[[dict], Hashable] | None) -> tuple[list[dict], list[dict]]:
+def draw_disjoint(
+    rows: list[dict],
+    n_train: int,
+    n_eval: int,
+    rng: random.Random,
+    group: Callable[[dict], Hashable] | None,
+) -> tuple[list[dict], list[dict]]:
     keyed: dict[Hashable, list[dict]] = {}
     for row in rows:
         keyed.setdefault(group(row) if group else content(row), []).append(row)
@@ -98,7 +104,9 @@ def read_rows(spec: DataSpec, data_dir: str | None, label: str) -> Rows:
         return read_local(spec, root)
     source = HUB.get(spec.eval)
     if source is None or offline():
-        raise missing_data(root, spec.eval, spec.train or spec.eval, str(source) if source else None)
+        raise missing_data(
+            root, spec.eval, spec.train or spec.eval, str(source) if source else None
+        )
     why = f"no local {spec.eval}" if root else f"no data_dir or {ENV_VAR}"
     rows = Rows(load_hub(source), str(source), notes=[f"{label}: {why}; read from the hub"])
     train = HUB.get(spec.train) if spec.train else None
@@ -109,22 +117,36 @@ def read_rows(spec: DataSpec, data_dir: str | None, label: str) -> Rows:
     return rows
 
 
-def load_splits(spec: DataSpec, data_dir: str | None, seed: int, n_train: int | None,
-                n_eval: int | None, label: str) -> Splits:
+def load_splits(
+    spec: DataSpec,
+    data_dir: str | None,
+    seed: int,
+    n_train: int | None,
+    n_eval: int | None,
+    label: str,
+) -> Splits:
     rows = read_rows(spec, data_dir, label)
     for got, where in ((rows.eval, rows.eval_from), (rows.train, rows.train_from)):
-        if got is not None and not got:   # found before the model loads, not by the metrics after training
-            raise TaskDataError(f"{where}: no examples (an empty or header-only file?); restore its rows")
+        if (
+            got is not None and not got
+        ):  # found before the model loads, not by the metrics after training
+            raise TaskDataError(
+                f"{where}: no examples (an empty or header-only file?); restore its rows"
+            )
     rng = random.Random(seed)
     if rows.train is not None:
         train, evals = sample(rows.train, n_train, rng), sample(rows.eval, n_eval, rng)
-        notes = [f"{label}: {len(train)} train from {rows.train_from}, {len(evals)} eval from "
-                 f"{rows.eval_from}, seed {seed}"]
+        notes = [
+            f"{label}: {len(train)} train from {rows.train_from}, {len(evals)} eval from "
+            f"{rows.eval_from}, seed {seed}"
+        ]
         return Splits(train, evals, rows.notes + notes)
     t, e = one_file_sizes(len(rows.eval), n_train, n_eval)
     train, evals = draw_disjoint(rows.eval, t, e, rng, spec.group)
-    notes = [f"{label}: train ({len(train)}) and eval ({len(evals)}) drawn disjointly from "
-             f"{rows.eval_from} ({rows.train_from}), seed {seed}"]
+    notes = [
+        f"{label}: train ({len(train)}) and eval ({len(evals)}) drawn disjointly from "
+        f"{rows.eval_from} ({rows.train_from}), seed {seed}"
+    ]
     if n_train is not None and len(train) < n_train:
         notes.append(f"{label}: train capped at {len(train)} of {n_train} requested")
     return Splits(train, evals, rows.notes + notes)

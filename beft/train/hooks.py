@@ -2,7 +2,8 @@
 production, and the loop reads no environment variable for them. Each subscriber gets the point's
 name, `<point>:<step>` where the point has a step:
 
-    stepped:N     right after optimizer step N, before the ranks agree whether to stop (SIGTERM tests)
+    stepped:N     right after optimizer step N, before the ranks agree whether to stop (SIGTERM
+                  tests)
     step:N        right after optimizer step N and its log record (before its checkpoint)
     checkpoint:N  the checkpoint of step N written to last.tmp, not yet committed (rank 0)
     eval:N        the evaluation at step N done (logged, best adapter written), not yet checkpointed
@@ -11,6 +12,7 @@ name, `<point>:<step>` where the point has a step:
 tests/train/fault_entry.py subscribes a SIGKILL / SIGTERM for subprocess runs; in-process tests
 subscribe a function that raises (`with hooks.subscribed(fn): ...`).
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -6,6 +6,7 @@ It never asks which backend (beft/backends/protocol.py) or which step (beft/trai
     from beft.train import Trainer
     Trainer(load_config(overrides=["task=sst2", "bias=v"])).run()
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,7 +48,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         quiet.apply(cfg.log_level)
-        tracking.check(cfg.report_to)   # a missing tracker package: before anything loads
+        tracking.check(cfg.report_to)  # a missing tracker package: before anything loads
         self.backend = make_backend(cfg)
         self.backend.init()
         self.rank0 = dist.rank() == 0
@@ -59,16 +60,21 @@ class Trainer:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
 
-        if cfg.bias == "auto":   # the ranking run's choice; config.yaml records the resolved target
+        if cfg.bias == "auto":  # the ranking run's choice; config.yaml records the resolved target
             from ..rank import auto_target
+
             cfg.bias = auto_target(cfg.rank_from)
-        if cfg.resume:   # refuse a changed config before loading anything (beft/resume.py)
+        if cfg.resume:  # refuse a changed config before loading anything (beft/resume.py)
             self.resume_changes = resume.check(self.run_dir, cfg)
         model_cfg = load_model_config(cfg.model)
         self.arch = resolve_arch(cfg.arch, model_cfg)
         checks.check_arch(cfg, self.arch, model_cfg)
-        self.task = task_for(cfg.task, self.arch, cfg.data)   # own data: every split read and checked here
-        self.splits = self.task.load(cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval)
+        self.task = task_for(
+            cfg.task, self.arch, cfg.data
+        )  # own data: every split read and checked here
+        self.splits = self.task.load(
+            cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval
+        )
         self.micro = checks.micro_batch(cfg, dist.world_size(), len(self.splits.train))
         self._build_model()
         self.steps_per_epoch = len(self.splits.train) // cfg.batch_size
@@ -79,19 +85,30 @@ class Trainer:
         self.lr_fn = lr_lambda(self.total_steps, warmup, cfg.optim.schedule)
         # the backend may replace parameters (FSDP2 shards them into DTensors): keep its handles
         if self.method.trains:
-            self.params = self.backend.prepare(self.model, self.params,
-                                               optimizer_builder(cfg, self.head_lr, self.lr_fn))
-        else:   # evaluation only: no optimizer
+            self.params = self.backend.prepare(
+                self.model, self.params, optimizer_builder(cfg, self.head_lr, self.lr_fn)
+            )
+        else:  # evaluation only: no optimizer
             checks.check_evaluates(cfg, self.backend)
             self.backend.model = self.model
         if self.selection is not None:
             self.backend.fill_initial(self.selection)
-        self.step = steps.build(cfg, self.model, self.params, self.selection, self.backend, self.task,
-                                self.head_lr, self.lr_fn)
+        self.step = steps.build(
+            cfg,
+            self.model,
+            self.params,
+            self.selection,
+            self.backend,
+            self.task,
+            self.head_lr,
+            self.lr_fn,
+        )
         self.state = TrainState()
         if cfg.resume and (self.run_dir.last_checkpoint / "meta.json").is_file():
             self._resume()
-        elif cfg.resume and self.rank0:   # no checkpoint yet: the run starts over, and so does its log
+        elif (
+            cfg.resume and self.rank0
+        ):  # no checkpoint yet: the run starts over, and so does its log
             self.run_dir.truncate_metrics(0, lines=0)
         if self.rank0:
             self._announce()
@@ -102,12 +119,20 @@ class Trainer:
         cfg, quant = self.cfg, None
         if cfg.quant != "none":
             from ..backends import quant as q
+
             quant = q.quantization_config(8 if cfg.quant == "8bit" else 4)
         num_labels = self.task.num_labels
-        self.model, self.tokenizer, head = self.backend.load_model(cfg.model, self.arch, num_labels=num_labels,
-                                                                   quantization_config=quant)
-        self.method = methods.build(cfg.method, self.model, cfg, head, read_full=self.backend.full_state)
-        self.selection, self.params, self.counts = self.method.selection, self.method.params, self.method.trainable
+        self.model, self.tokenizer, head = self.backend.load_model(
+            cfg.model, self.arch, num_labels=num_labels, quantization_config=quant
+        )
+        self.method = methods.build(
+            cfg.method, self.model, cfg, head, read_full=self.backend.full_state
+        )
+        self.selection, self.params, self.counts = (
+            self.method.selection,
+            self.method.params,
+            self.method.trainable,
+        )
         if self.method.model is not None:
             self.model = self.method.model
         if self.method.task_transform is not None:
@@ -122,24 +147,36 @@ class Trainer:
         if st.step_state:
             self.step.load_state_dict(st.step_state)
         if st.step > self.total_steps:
-            raise TrainingError(f"resume=true: the checkpoint is at step {st.step}, past this "
-                                f"config's {self.total_steps} steps; raise max_steps or epochs")
+            raise TrainingError(
+                f"resume=true: the checkpoint is at step {st.step}, past this "
+                f"config's {self.total_steps} steps; raise max_steps or epochs"
+            )
         st.resumes = [*(st.resumes or []), {"step": st.step, "changed": self.resume_changes}]
         if self.rank0:
             self.run_dir.truncate_metrics(st.step, resume.log_lines(last / "meta.json"))
             for k, (was, now) in self.resume_changes.items():
                 print(f"note: resume changes {k}: {was} -> {now}", flush=True)
-            print(f"resumed from step {st.step} (epoch {st.epoch}, batch {st.batch_in_epoch})", flush=True)
+            print(
+                f"resumed from step {st.step} (epoch {st.epoch}, batch {st.batch_in_epoch})",
+                flush=True,
+            )
 
     def _announce(self) -> None:
         cfg, c = self.cfg, self.counts
         atomic_write_text(self.run_dir.config, dump_config(cfg))
-        self.trackers = tracking.Trackers(cfg.report_to, self.run_dir.path, cfg.to_dict(),
-                                          resume_step=self.state.step if cfg.resume else None)
-        print(f"beft {__version__}: {cfg.model} ({self.arch}) task={cfg.task} method={cfg.method} "
-              f"bias={cfg.bias} backend={self.backend.kind} world={dist.world_size()} | trainable "
-              f"{c.trainable:,} (bias {c.bias:,} = {c.bias_per_mille:.4f} per mille, head "
-              f"{c.head:,}) | train {len(self.splits.train)} eval {len(self.splits.eval)}", flush=True)
+        self.trackers = tracking.Trackers(
+            cfg.report_to,
+            self.run_dir.path,
+            cfg.to_dict(),
+            resume_step=self.state.step if cfg.resume else None,
+        )
+        print(
+            f"beft {__version__}: {cfg.model} ({self.arch}) task={cfg.task} method={cfg.method} "
+            f"bias={cfg.bias} backend={self.backend.kind} world={dist.world_size()} | trainable "
+            f"{c.trainable:,} (bias {c.bias:,} = {c.bias_per_mille:.4f} per mille, head "
+            f"{c.head:,}) | train {len(self.splits.train)} eval {len(self.splits.eval)}",
+            flush=True,
+        )
         for note in self.splits.notes:
             print(f"note: {note}", flush=True)
 
@@ -151,8 +188,8 @@ class Trainer:
     def local_batches(self, global_idx: list[int]) -> list[list[dict]]:
         """This rank's micro-batches of one global batch (rank-contiguous shards)."""
         r, m, accum = dist.rank(), self.micro, self.cfg.optim.grad_accum
-        mine = global_idx[r * m * accum:(r + 1) * m * accum]
-        return [[self.splits.train[i] for i in mine[k * m:(k + 1) * m]] for k in range(accum)]
+        mine = global_idx[r * m * accum : (r + 1) * m * accum]
+        return [[self.splits.train[i] for i in mine[k * m : (k + 1) * m]] for k in range(accum)]
 
     def to_device(self, batch: dict) -> dict:
         dev = self.backend.device
@@ -161,14 +198,16 @@ class Trainer:
     def _micro_batches(self, global_idx: list[int]):
         """This rank's collated micro-batches, counting their tokens as they go."""
         for micro in self.local_batches(global_idx):
-            batch = self.to_device(self.task.collate(self.tokenizer, micro, self.cfg.data.max_length))
+            batch = self.to_device(
+                self.task.collate(self.tokenizer, micro, self.cfg.data.max_length)
+            )
             self._tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
             yield batch
 
     def train(self) -> None:
         cfg, st = self.cfg, self.state
         model = self.backend.model
-        if not self.method.trains:   # zero-shot / ICL: one evaluation, no steps
+        if not self.method.trains:  # zero-shot / ICL: one evaluation, no steps
             self.evaluate_epoch(0)
             return
         bar = None
@@ -178,25 +217,32 @@ class Trainer:
             self.step.before_training(self)
         t_log, n_log, self._tokens = time.perf_counter(), 0, 0
         t_start = time.perf_counter() - st.train_seconds
-        while st.step < self.total_steps or not st.final_evaluated():   # a kill may have cut the last evaluation
+        while (
+            st.step < self.total_steps or not st.final_evaluated()
+        ):  # a kill may have cut the last evaluation
             epoch = st.epoch
             order = self.order(epoch)
             model.train()
             for b in range(st.batch_in_epoch, self.steps_per_epoch):
                 if st.step >= self.total_steps:
                     break
-                loss, grad_norm = self.step.run(model, self._micro_batches(order[b * cfg.batch_size:
-                                                                                 (b + 1) * cfg.batch_size]), st.step)
+                loss, grad_norm = self.step.run(
+                    model,
+                    self._micro_batches(order[b * cfg.batch_size : (b + 1) * cfg.batch_size]),
+                    st.step,
+                )
                 if self.method.after_step is not None:
                     self.backend.after_step(self.method.after_step, self.selection)
                 st.step += 1
                 st.batch_in_epoch = b + 1
-                hooks.point("stepped", st.step)   # fault injection (tests only): beft/train/hooks.py
+                hooks.point("stepped", st.step)  # fault injection (tests only): beft/train/hooks.py
                 loss_value, stopping = dist.mean_and_any(loss, stop.requested())
                 if not math.isfinite(loss_value):
-                    raise TrainingError(f"loss is {loss_value} at step {st.step} (epoch {epoch}); "
-                                        "lower lr, check the data, or use precision=fp32")
-                if st.step == 1:   # where the loss started (beft/health.py)
+                    raise TrainingError(
+                        f"loss is {loss_value} at step {st.step} (epoch {epoch}); "
+                        "lower lr, check the data, or use precision=fp32"
+                    )
+                if st.step == 1:  # where the loss started (beft/health.py)
                     st.first_loss = loss_value
                 n_log += cfg.batch_size
                 if self.rank0:
@@ -204,23 +250,35 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
                 if st.step % cfg.log_every == 0 or st.step == self.total_steps:
                     dt = time.perf_counter() - t_log
-                    rec = {"step": st.step, "epoch": epoch + 1, "loss": loss_value,
-                           "lr": cfg.lr * self.lr_fn(st.step - 1), "grad_norm": grad_norm,
-                           "examples_per_s": n_log / dt,
-                           "tokens_per_s": dist.mean(self._tokens) * dist.world_size() / dt}
+                    rec = {
+                        "step": st.step,
+                        "epoch": epoch + 1,
+                        "loss": loss_value,
+                        "lr": cfg.lr * self.lr_fn(st.step - 1),
+                        "grad_norm": grad_norm,
+                        "examples_per_s": n_log / dt,
+                        "tokens_per_s": dist.mean(self._tokens) * dist.world_size() / dt,
+                    }
                     if self.rank0:
                         self.log(rec)
-                        bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{rec['examples_per_s']:.1f}")
+                        bar.set_postfix(
+                            loss=f"{loss_value:.4f}", ex_s=f"{rec['examples_per_s']:.1f}"
+                        )
                     t_log, n_log, self._tokens = time.perf_counter(), 0, 0
                 hooks.point("step", st.step)
                 if stopping:
                     st.train_seconds = time.perf_counter() - t_start
                     self.save_checkpoint()
-                    raise stop.Stopped(f"stopped by {stop.signal_name() or 'a signal on another rank'} after "
-                                       f"step {st.step}; checkpoint written to {self.run_dir.last_checkpoint}; "
-                                       "rerun with resume=true to continue")
-                if cfg.checkpoint.every_steps and st.step % cfg.checkpoint.every_steps == 0 \
-                        and st.batch_in_epoch < self.steps_per_epoch:
+                    raise stop.Stopped(
+                        f"stopped by {stop.signal_name() or 'a signal on another rank'} after "
+                        f"step {st.step}; checkpoint written to {self.run_dir.last_checkpoint}; "
+                        "rerun with resume=true to continue"
+                    )
+                if (
+                    cfg.checkpoint.every_steps
+                    and st.step % cfg.checkpoint.every_steps == 0
+                    and st.batch_in_epoch < self.steps_per_epoch
+                ):
                     st.train_seconds = time.perf_counter() - t_start
                     self.save_checkpoint()
             if st.batch_in_epoch >= self.steps_per_epoch or st.step >= self.total_steps:
@@ -231,7 +289,9 @@ class Trainer:
                     st.epoch, st.batch_in_epoch = epoch + 1, 0
                 st.train_seconds = time.perf_counter() - t_start
                 self.save_checkpoint()
-                if bar is not None and not last:   # the training bar's rate leaves out evaluation and checkpoints
+                if (
+                    bar is not None and not last
+                ):  # the training bar's rate leaves out evaluation and checkpoints
                     bar.unpause()
         if bar is not None:
             bar.close()
@@ -246,10 +306,17 @@ class Trainer:
         bar = progress(len(self.splits.eval), "eval", leave=False) if self.rank0 else None
         with torch.no_grad(), self.backend.autocast():
             for i in range(0, len(self.splits.eval), bs):
-                ex = self.splits.eval[i:i + bs]
-                batch = self.to_device(self.task.collate(self.tokenizer, ex, self.cfg.data.max_length))
-                # ranks that shard the parameters run every forward together, however long each generates
-                kw = {"synced_gpus": True} if self.task.generates and self.backend.shards_parameters else {}
+                ex = self.splits.eval[i : i + bs]
+                batch = self.to_device(
+                    self.task.collate(self.tokenizer, ex, self.cfg.data.max_length)
+                )
+                # ranks that shard the parameters run every forward together, however long each
+                # generates
+                kw = (
+                    {"synced_gpus": True}
+                    if self.task.generates and self.backend.shards_parameters
+                    else {}
+                )
                 preds.extend(self.task.predict(model, batch, **kw))
                 if bar is not None:
                     bar.update(len(ex))
@@ -260,7 +327,8 @@ class Trainer:
         return {k: float(v) for k, v in self.task.metrics(preds, self.splits.eval).items()}
 
     def evaluate_epoch(self, epoch: int) -> None:
-        """epoch: numbered from 1 (the epoch the last step belongs to), as in checkpoints' meta.json;
+        """epoch: numbered from 1 (the epoch the last step belongs to), as in checkpoints'
+        meta.json;
         0 for a method that only evaluates."""
         st = self.state
         metrics = self.evaluate()
@@ -273,25 +341,39 @@ class Trainer:
                 self._save_adapter(self.run_dir.path / "adapter_best", self.best_state)
         if self.rank0:
             self.log({"step": st.step, "epoch": epoch, "eval": metrics})
-            print(f"epoch {epoch} step {st.step}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
-                  flush=True)
+            print(
+                f"epoch {epoch} step {st.step}: "
+                + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+                flush=True,
+            )
         hooks.point("eval", st.step)
 
-    def log(self, record: dict) -> None:   # rank 0: metrics.jsonl and the trackers (report_to)
+    def log(self, record: dict) -> None:  # rank 0: metrics.jsonl and the trackers (report_to)
         self.run_dir.log(record)
         self.trackers.log(record)
 
     def save_checkpoint(self) -> None:
-        """Trainable parameters, optimizer, scheduler, RNG and data position; never the frozen base."""
+        """Trainable parameters, optimizer, scheduler, RNG and data position; never the frozen
+        base."""
         self.state.step_state = self.step.state_dict()
         checkpoint.save(self.run_dir, self.backend, self.params, self.state, self.cfg, self.rank0)
 
     def _save_adapter(self, directory: Path, state: dict) -> None:
-        if self.method.adapter_state is not None:   # e.g. reparametrised: write b_0 + delta
+        if self.method.adapter_state is not None:  # e.g. reparametrised: write b_0 + delta
             state = self.method.adapter_state(state)
-        save_adapter(directory, self.selection, self.model, state=state,
-                     extra_meta={"task": self.cfg.task, "seed": self.cfg.seed, "method": self.cfg.method,
-                                 **self.base_meta, **label_maps(self.task.labels)})
+        save_adapter(
+            directory,
+            self.selection,
+            self.model,
+            state=state,
+            extra_meta={
+                "task": self.cfg.task,
+                "seed": self.cfg.seed,
+                "method": self.cfg.method,
+                **self.base_meta,
+                **label_maps(self.task.labels),
+            },
+        )
 
     @functools.cached_property
     def base_meta(self) -> dict:
@@ -310,13 +392,29 @@ class Trainer:
                 self._save_adapter(self.run_dir.adapter, final_state)
             hooks.point("result")
             final = st.evals[-1] if st.evals else None
-            warnings = health.loss_warnings(st.first_loss, [r["loss"] for r in self.run_dir.records() if "loss" in r]) \
-                + health.baseline_warnings(self.task, self.splits.eval, final)
-            result = result_record(cfg, st, task=self.task, splits=self.splits, arch=self.arch, counts=self.counts.as_dict(),
-                                   backend=self.backend.kind, shards=shards, memory=memory, warnings=warnings)
-            atomic_write_json(self.run_dir.result, result)   # last: its presence means finished
+            warnings = health.loss_warnings(
+                st.first_loss, [r["loss"] for r in self.run_dir.records() if "loss" in r]
+            ) + health.baseline_warnings(self.task, self.splits.eval, final)
+            result = result_record(
+                cfg,
+                st,
+                task=self.task,
+                splits=self.splits,
+                arch=self.arch,
+                counts=self.counts.as_dict(),
+                backend=self.backend.kind,
+                shards=shards,
+                memory=memory,
+                warnings=warnings,
+            )
+            atomic_write_json(self.run_dir.result, result)  # last: its presence means finished
             self.trackers.close()
-            print(done_line(result, self.run_dir.path, cfg.report_to, self.selection is not None, warnings), flush=True)
+            print(
+                done_line(
+                    result, self.run_dir.path, cfg.report_to, self.selection is not None, warnings
+                ),
+                flush=True,
+            )
         dist.barrier()
         self.backend.cleanup()
         return result
@@ -338,7 +436,7 @@ class Trainer:
                 self.train()
             finally:
                 stop.restore(previous)
-                if getattr(self, "bar", None) is not None:   # an error then starts on its own line
+                if getattr(self, "bar", None) is not None:  # an error then starts on its own line
                     self.bar.close()
             result = self.cleanup()
         except stop.Stopped:
@@ -346,8 +444,12 @@ class Trainer:
         except BaseException:
             if dist.env_rank() == 0:
                 if self.run_dir.restore_previous():
-                    print(f"the run failed; the finished run it was replacing is back in {self.run_dir.path}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        "the run failed; the finished run it was replacing is back in"
+                        f" {self.run_dir.path}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 elif created and not started:
                     shutil.rmtree(self.run_dir.path, ignore_errors=True)
             raise

@@ -1,7 +1,9 @@
 """The loop's typed state: where training stands, what it has measured, and the step's own state.
 
 It converts itself to and from the dict the backends' save_checkpoint / load_checkpoint write as
-`extra` (the on-disk format is unchanged: old checkpoints resume; keys it does not know ride along)."""
+`extra` (the on-disk format is unchanged: old checkpoints resume; keys it does not know ride along).
+"""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,23 +14,38 @@ _OPTIONAL = {"first_loss": "first_loss", "probe": "probe", "resumes": "resumes",
 
 @dataclass
 class TrainState:
-    epoch: int = 0                # epochs finished
-    batch_in_epoch: int = 0       # batches of the current epoch done
-    step: int = 0                 # optimizer steps done
-    best: dict | None = None      # the best evaluation's metrics
+    epoch: int = 0  # epochs finished
+    batch_in_epoch: int = 0  # batches of the current epoch done
+    step: int = 0  # optimizer steps done
+    best: dict | None = None  # the best evaluation's metrics
     best_epoch: int | None = None
     evals: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
-    first_loss: float | None = None   # the loss of step 1 (beft/health.py)
-    probe: dict | None = None         # zo.probe's report
+    first_loss: float | None = None  # the loss of step 1 (beft/health.py)
+    probe: dict | None = None  # zo.probe's report
     resumes: list[dict] | None = None
-    step_state: dict | None = None    # the Step's state_dict() (ZO: estimator and head), key "zo" on disk
-    other: dict = field(default_factory=dict)   # keys of a checkpoint this class does not name
+    step_state: dict | None = (
+        None  # the Step's state_dict() (ZO: estimator and head), key "zo" on disk
+    )
+    other: dict = field(default_factory=dict)  # keys of a checkpoint this class does not name
 
     def to_dict(self) -> dict:
-        d = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best": self.best,
-             "best_epoch": self.best_epoch, "evals": self.evals, "train_seconds": self.train_seconds}
-        d.update({key: getattr(self, attr) for attr, key in _OPTIONAL.items() if getattr(self, attr) is not None})
+        d = {
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "evals": self.evals,
+            "train_seconds": self.train_seconds,
+        }
+        d.update(
+            {
+                key: getattr(self, attr)
+                for attr, key in _OPTIONAL.items()
+                if getattr(self, attr) is not None
+            }
+        )
         return {**self.other, **d}
 
     @classmethod

@@ -1,5 +1,6 @@
 """What one optimizer step is, for the recipe: the Step protocol, the first-order step, and the one
 factory that picks a step from the config (optim.kind=zo: beft/zo/step.py)."""
+
 from __future__ import annotations
 
 from typing import Iterable, Protocol, runtime_checkable
@@ -37,7 +38,7 @@ class FirstOrderStep:
         return sum(losses) / len(losses), self.backend.step(self.params)
 
     def state_dict(self) -> None:
-        return None   # the backend's optimizer and scheduler hold it all
+        return None  # the backend's optimizer and scheduler hold it all
 
     def load_state_dict(self, state: dict) -> None:
         pass
@@ -49,5 +50,6 @@ class FirstOrderStep:
 def build(cfg, model, params, selection, backend, task, head_lr: float, lr_fn) -> Step:
     if cfg.optim.kind == "zo":
         from ..zo.step import ZOStep
+
         return ZOStep(cfg, model, params, selection, backend, task, head_lr, lr_fn)
     return FirstOrderStep(backend, task, params)

@@ -11,6 +11,7 @@ set is tiny: biases), so perturb-and-restore is exact, not an add/subtract round
 Every rank draws the same z (seeded generator on the CPU) and uses the all-rank mean loss.
 `step_examples` draws one z per example instead (see there).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,10 +60,22 @@ def _mix(x: int) -> int:
 
 
 class ZOOptimizer:
-    def __init__(self, params: list[torch.Tensor], *, lr: float, eps: float = 1e-3, n: int = 1, seed: int = 0,
-                 update: str = "sgd", betas=(0.9, 0.999), adam_eps: float = 1e-8, weight_decay: float = 0.0,
-                 full_access: FullAccess = direct, bases: list[torch.Tensor | None] | None = None,
-                 difference: str = "central"):
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        *,
+        lr: float,
+        eps: float = 1e-3,
+        n: int = 1,
+        seed: int = 0,
+        update: str = "sgd",
+        betas=(0.9, 0.999),
+        adam_eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        full_access: FullAccess = direct,
+        bases: list[torch.Tensor | None] | None = None,
+        difference: str = "central",
+    ):
         if update not in ("sgd", "adam"):
             raise ValueError(f"zo update must be sgd or adam, got {update!r}")
         if difference not in ("central", "forward"):
@@ -71,13 +84,19 @@ class ZOOptimizer:
         if eps <= 0 or n < 1:
             raise ValueError("zo needs eps > 0 and n >= 1")
         self.params, self.lr, self.eps, self.n, self.seed = params, lr, eps, n, seed
-        self.update, self.betas, self.adam_eps, self.weight_decay = update, betas, adam_eps, weight_decay
+        self.update, self.betas, self.adam_eps, self.weight_decay = (
+            update,
+            betas,
+            adam_eps,
+            weight_decay,
+        )
         self.full_access = full_access
-        self.bases = bases       # per tensor: None, (numel, k) orthonormal columns that z is drawn in, or an index
+        # per tensor: None, (numel, k) orthonormal columns that z is drawn in, or an index
+        self.bases = bases
         self.t = 0
         self.m: list[torch.Tensor] | None = None
         self.v: list[torch.Tensor] | None = None
-        self.master: list[torch.Tensor] | None = None   # fp32 values of 16-bit parameters
+        self.master: list[torch.Tensor] | None = None  # fp32 values of 16-bit parameters
 
     def draw(self, shapes: list[torch.Size], seed: int) -> list[torch.Tensor]:
         """z for one perturbation: N(0, I), or N(0, P P^T) = P xi for a tensor with a basis P
@@ -85,8 +104,13 @@ class ZOOptimizer:
         slice of a fused qkv bias)."""
         if self.bases is None:
             return perturbation(shapes, seed)
-        xi = perturbation([s if b is None else (b.shape[-1] if b.dim() == 2 else b.numel(),) for b, s in
-                           zip(self.bases, shapes)], seed)
+        xi = perturbation(
+            [
+                s if b is None else (b.shape[-1] if b.dim() == 2 else b.numel(),)
+                for b, s in zip(self.bases, shapes)
+            ],
+            seed,
+        )
         return [x if b is None else _expand(b, x, s) for b, x, s in zip(self.bases, xi, shapes)]
 
     def z_seed(self, step: int, i: int) -> int:
@@ -105,7 +129,7 @@ class ZOOptimizer:
             theta0 = self._start(full)
             shapes = [p.shape for p in full]
             projected, losses = [], []
-            base = None if self.central else loss_fn()      # forward differences: L(theta), once
+            base = None if self.central else loss_fn()  # forward differences: L(theta), once
             for i in range(self.n):
                 z = self.draw(shapes, self.z_seed(step, i))
                 for p, p0, zi in zip(full, theta0, z):
@@ -136,12 +160,21 @@ class ZOOptimizer:
                     acc.add_(zi.to(acc.device), alpha=g / self.n)
             self._apply(full, theta0, ghat, lr)
             sync()
-        return {"loss": sum(losses) / len(losses), "projected_grad": sum(projected) / len(projected)}
+        return {
+            "loss": sum(losses) / len(losses),
+            "projected_grad": sum(projected) / len(projected),
+        }
 
     @torch.no_grad()
-    def step_examples(self, losses_fn: Callable[[list[torch.Tensor]], torch.Tensor], step: int,
-                      examples: list[int], total: int, lr: float | None = None,
-                      reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] = lambda ts: ts) -> dict:
+    def step_examples(
+        self,
+        losses_fn: Callable[[list[torch.Tensor]], torch.Tensor],
+        step: int,
+        examples: list[int],
+        total: int,
+        lr: float | None = None,
+        reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] = lambda ts: ts,
+    ) -> dict:
         """One ZO step with an independent perturbation per example (zo.perturb=example).
 
         Example e (its index in the global batch; `examples` are this rank's) draws its own z_e and
@@ -154,13 +187,17 @@ class ZOOptimizer:
         differences: L_e(theta) once, then (L_e(theta + eps z_e) - L_e(theta)) / eps per draw).
         `reduce` sums tensors over ranks; `total` = global batch."""
         lr = self.lr if lr is None else lr
-        shapes = [getattr(p, "ds_shape", p.shape) for p in self.params]   # ZeRO-3 holds a partition
+        shapes = [getattr(p, "ds_shape", p.shape) for p in self.params]  # ZeRO-3 holds a partition
         ghat = [torch.zeros(s, dtype=torch.float32) for s in shapes]
-        stats = torch.zeros(3, dtype=torch.float64)        # sums of the losses, projected grads; non-finite count
+        stats = torch.zeros(
+            3, dtype=torch.float64
+        )  # sums of the losses, projected grads; non-finite count
         base = None if self.central else losses_fn(None).double().cpu()
         for i in range(self.n):
             per = [self.draw(shapes, self.z_seed(step, e * self.n + i)) for e in examples]
-            z = [torch.stack([pe[k] for pe in per]) for k in range(len(shapes))]          # (B_local, *shape)
+            z = [
+                torch.stack([pe[k] for pe in per]) for k in range(len(shapes))
+            ]  # (B_local, *shape)
             plus = losses_fn([self.eps * zk for zk in z]).double().cpu()
             if self.central:
                 minus = losses_fn([-self.eps * zk for zk in z]).double().cpu()
@@ -190,7 +227,13 @@ class ZOOptimizer:
         self.master = [m.to(p.device) for m, p in zip(self.master, full)]
         return [m.clone() for m in self.master]
 
-    def _apply(self, full: list[torch.Tensor], theta0: list[torch.Tensor], ghat: list[torch.Tensor], lr: float) -> None:
+    def _apply(
+        self,
+        full: list[torch.Tensor],
+        theta0: list[torch.Tensor],
+        ghat: list[torch.Tensor],
+        lr: float,
+    ) -> None:
         """theta0 - lr (direction + weight decay); for a tensor with a basis both stay in its span
         (Adam runs on the basis coordinates; the decay acts on theta0's part in the span)."""
         bases = self.bases or [None] * len(full)
@@ -200,12 +243,18 @@ class ZOOptimizer:
             direction = self._adam(ghat)
         else:
             coords = [g if b is None else _coords(b, g) for g, b in zip(ghat, bases)]
-            direction = [d if b is None else _expand(b, d, g.shape) for d, b, g in zip(self._adam(coords), bases, ghat)]
+            direction = [
+                d if b is None else _expand(b, d, g.shape)
+                for d, b, g in zip(self._adam(coords), bases, ghat)
+            ]
         news = []
         for p, p0, d, b in zip(full, theta0, direction, bases):
             x0 = p0.float()
-            decay = x0 if b is None or not self.weight_decay else \
-                _expand(b, _coords(b, x0.cpu()), x0.shape).to(x0.device)
+            decay = (
+                x0
+                if b is None or not self.weight_decay
+                else _expand(b, _coords(b, x0.cpu()), x0.shape).to(x0.device)
+            )
             news.append(x0 - lr * (self.weight_decay * decay + d.to(p0.device)))
             p.copy_(news[-1].to(p.dtype))
         if self.master is not None:
@@ -218,13 +267,13 @@ class ZOOptimizer:
             self.v = [torch.zeros_like(g) for g in ghat]
         self.t += 1
         out = []
-        if any(m.device != g.device for m, g in zip(self.m, ghat)):   # state restored on the CPU
+        if any(m.device != g.device for m, g in zip(self.m, ghat)):  # state restored on the CPU
             self.m = [m.to(g.device) for m, g in zip(self.m, ghat)]
             self.v = [v.to(g.device) for v, g in zip(self.v, ghat)]
         for g, m, v in zip(ghat, self.m, self.v):
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            mh, vh = m / (1 - b1 ** self.t), v / (1 - b2 ** self.t)
+            mh, vh = m / (1 - b1**self.t), v / (1 - b2**self.t)
             out.append(mh / (vh.sqrt() + self.adam_eps))
         return out
 

@@ -9,6 +9,7 @@ every other rank, and writes the copies back through the backend's full_access. 
 the same code with nothing to gather. The probe (zo.probe=true) fits the same copies, full-batch,
 on the head inputs recorded over each rank's share of the training set.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,15 +36,27 @@ def _hooks_set_aside(module: nn.Module):
 
 
 class GatheredHead:
-    def __init__(self, module: nn.Module, root: str, params: dict[str, torch.Tensor], backend, cfg,
-                 lr: float, lr_fn):
+    def __init__(
+        self,
+        module: nn.Module,
+        root: str,
+        params: dict[str, torch.Tensor],
+        backend,
+        cfg,
+        lr: float,
+        lr_fn,
+    ):
         self.module, self.backend, self.cfg = module, backend, cfg
         self.names = list(params)
         self.targets = [params[n] for n in self.names]
-        self.keys = [n[len(root) + 1:] for n in self.names]          # names inside the head module
-        self.copies = [t.to(backend.device).requires_grad_() for t in self._read()]   # beside the features
+        self.keys = [n[len(root) + 1 :] for n in self.names]  # names inside the head module
+        self.copies = [
+            t.to(backend.device).requires_grad_() for t in self._read()
+        ]  # beside the features
         o = cfg.optim
-        self.opt = torch.optim.AdamW(self.copies, lr=lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.opt = torch.optim.AdamW(
+            self.copies, lr=lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
+        )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_fn)
 
     def _read(self) -> list[torch.Tensor]:
@@ -52,7 +65,9 @@ class GatheredHead:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with _hooks_set_aside(self.module):
-            return torch.func.functional_call(self.module, dict(zip(self.keys, self.copies)), (x.float(),))
+            return torch.func.functional_call(
+                self.module, dict(zip(self.keys, self.copies)), (x.float(),)
+            )
 
     def _mean_grad(self, loss: torch.Tensor, weight: float) -> None:
         """Set .grad to the all-rank sum of weight * d loss (weight: this rank's share)."""
@@ -67,7 +82,8 @@ class GatheredHead:
             sync()
 
     def step(self, x: torch.Tensor, labels: torch.Tensor, loss_fn) -> None:
-        """One AdamW step on this rank's examples' head inputs x (the mean over ranks' gradients)."""
+        """One AdamW step on this rank's examples' head inputs x (the mean over ranks'
+        gradients)."""
         self._mean_grad(loss_fn(self(x), labels), 1.0 / dist.world_size())
         clip = self.cfg.optim.grad_clip
         torch.nn.utils.clip_grad_norm_(self.copies, clip if clip > 0 else math.inf)
@@ -76,17 +92,28 @@ class GatheredHead:
         self.opt.zero_grad(set_to_none=True)
         self.write()
 
-    def fit(self, xs: list[torch.Tensor], ys: list[torch.Tensor], loss_fn, steps: int, lr: float, total: int) -> dict:
+    def fit(
+        self,
+        xs: list[torch.Tensor],
+        ys: list[torch.Tensor],
+        loss_fn,
+        steps: int,
+        lr: float,
+        total: int,
+    ) -> dict:
         """The probe: `steps` full-batch AdamW steps on the cached inputs of all ranks' examples
-        (xs, ys: this rank's, in chunks; total: all ranks' count), the head in eval mode (no dropout)."""
+        (xs, ys: this rank's, in chunks; total: all ranks' count), the head in eval mode (no
+        dropout).
+        """
         opt = torch.optim.AdamW(self.copies, lr=lr, weight_decay=0.0)
         was = self.module.training
         self.module.eval()
         local = sum(int(y.shape[0]) for y in ys)
         share = local / total
 
-        def loss() -> torch.Tensor:   # the mean over this rank's examples
+        def loss() -> torch.Tensor:  # the mean over this rank's examples
             return sum(loss_fn(self(x), y) * (y.shape[0] / local) for x, y in zip(xs, ys))
+
         losses = []
         with torch.enable_grad():
             for _ in range(steps):
@@ -100,7 +127,12 @@ class GatheredHead:
         self.module.train(was)
         first, final = dist.sum_tensors([losses[0], losses[-1]])
         self.write()
-        return {"loss_before": float(first), "loss_after": float(final), "steps": steps, "examples": total}
+        return {
+            "loss_before": float(first),
+            "loss_after": float(final),
+            "steps": steps,
+            "examples": total,
+        }
 
     def state_dict(self) -> dict:
         return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}

@@ -7,6 +7,7 @@ training set records the head module's input, then full-batch AdamW steps fit th
 cached inputs (beft/zo/head.py, milliseconds for a linear head). The pass costs about one
 evaluation of the training set; its time is reported so that equal-time comparisons count it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,10 @@ def head_root(head: list[str]) -> str:
     """The name of the one module holding every new head tensor (BERT / RoBERTa `classifier`)."""
     roots = {h.split(".")[0] for h in head}
     if len(roots) != 1:
-        raise ValueError(f"a first-order or probed head must be one module; the new tensors are under {sorted(roots)}")
+        raise ValueError(
+            "a first-order or probed head must be one module; the new tensors are under"
+            f" {sorted(roots)}"
+        )
     return roots.pop()
 
 
@@ -26,8 +30,11 @@ def head_module(model: nn.Module, head: list[str]) -> nn.Module:
 
 
 @torch.no_grad()
-def head_inputs(model: nn.Module, module: nn.Module, batches, logits) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(inputs of `module`, labels) per batch: `logits(model, batch)` runs the model. Kept per batch:
+def head_inputs(
+    model: nn.Module, module: nn.Module, batches, logits
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(inputs of `module`, labels) per batch: `logits(model, batch)` runs the model. Kept per
+    batch:
     heads that take the whole sequence (RoBERTa, ELECTRA: (B, T, H)) see a different T in every
     batch (each is padded to its own longest example)."""
     seen: list[torch.Tensor] = []

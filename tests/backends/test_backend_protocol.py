@@ -1,5 +1,6 @@
 """Every backend provides what the recipe uses (beft/backends/protocol.py), capabilities included:
 a missing method or attribute is a test failure, not a silent default in the loop."""
+
 import typing
 
 import pytest
@@ -12,9 +13,12 @@ from beft.backends.protocol import Backend
 
 BACKENDS = [LocalBackend, DDPBackend, DeepSpeedBackend, FSDPBackend]
 MEMBERS = [n for n in dir(Backend) if not n.startswith("_")] + list(typing.get_type_hints(Backend))
-CAPABILITIES = {   # class -> (kind, shards_parameters, replicated, evaluates_alone)
-    LocalBackend: ("local", False, True, True), DDPBackend: ("ddp", False, True, False),
-    DeepSpeedBackend: ("deepspeed", False, False, False), FSDPBackend: ("fsdp", True, False, False)}
+CAPABILITIES = {  # class -> (kind, shards_parameters, replicated, evaluates_alone)
+    LocalBackend: ("local", False, True, True),
+    DDPBackend: ("ddp", False, True, False),
+    DeepSpeedBackend: ("deepspeed", False, False, False),
+    FSDPBackend: ("fsdp", True, False, False),
+}
 
 
 @pytest.mark.parametrize("cls", BACKENDS, ids=lambda c: c.__name__)
@@ -25,10 +29,14 @@ def test_every_backend_satisfies_the_protocol(cls):
         assert hasattr(backend, name), f"{cls.__name__} lacks {name}"
     assert callable(backend.fill_initial) and callable(backend.full_access)
     kind, shards, replicated, alone = CAPABILITIES[cls]
-    assert (backend.kind, backend.shards_parameters, backend.replicated, backend.evaluates_alone) == \
-        (kind, shards, replicated, alone)
+    assert (
+        backend.kind,
+        backend.shards_parameters,
+        backend.replicated,
+        backend.evaluates_alone,
+    ) == (kind, shards, replicated, alone)
     assert isinstance(backend.title, str) and backend.title
-    assert not hasattr(backend, "name")   # reporting reads kind; nothing compares names
+    assert not hasattr(backend, "name")  # reporting reads kind; nothing compares names
 
 
 def test_zero3_shards_and_says_so():

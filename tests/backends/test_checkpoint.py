@@ -1,5 +1,7 @@
 """Sharded loading's pieces: the model built without weights (beft.models.build_empty) equals
-from_pretrained's once filled; reads of a rank's rows; checkpoints that do not match their config."""
+from_pretrained's once filled; reads of a rank's rows; checkpoints that do not match their config.
+"""
+
 import json
 
 import pytest
@@ -32,7 +34,7 @@ def test_empty_build_then_fill_equals_from_pretrained(family, tmp_path):
     torch.manual_seed(3)
     model, _, head, ckpt, keys = build_empty(str(d), arch, num_labels=3)
     big = [n for n, p in model.named_parameters() if p.is_meta]
-    assert big and all(model.get_parameter(n).dim() >= 2 for n in big)   # nothing large was read
+    assert big and all(model.get_parameter(n).dim() >= 2 for n in big)  # nothing large was read
     _fill(model, ckpt, keys)
     assert head == head_ref
     want, got = ref.state_dict(), model.state_dict()
@@ -55,8 +57,11 @@ def test_rows_read_from_a_multi_file_checkpoint(tmp_path):
     t = {"a": torch.randn(5, 3), "b": torch.randn(4), "c": torch.randn(2, 2)}
     save_file({"a": t["a"]}, str(tmp_path / "m-1.safetensors"))
     save_file({"b": t["b"], "c": t["c"]}, str(tmp_path / "m-2.safetensors"))
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
-        {"weight_map": {"a": "m-1.safetensors", "b": "m-2.safetensors", "c": "m-2.safetensors"}}))
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps(
+            {"weight_map": {"a": "m-1.safetensors", "b": "m-2.safetensors", "c": "m-2.safetensors"}}
+        )
+    )
     ck = Checkpoint(tmp_path)
     assert ck.keys() == {"a", "b", "c"} and ck.shape("a") == (5, 3)
     assert torch.equal(ck.read("a", (3, 5)), t["a"][3:5]) and torch.equal(ck.read("b"), t["b"])
@@ -74,7 +79,9 @@ def _broken(tmp_path, edit):
 def test_misshaped_tensor_is_named(tmp_path):
     name = "model.layers.1.mlp.up_proj.weight"
     d = _broken(tmp_path, lambda sd: sd.__setitem__(name, sd[name][:-1].clone()))
-    with pytest.raises(CheckpointMismatch, match=rf"{name} .* has shape \[127, 64\].*expects \[128, 64\]"):
+    with pytest.raises(
+        CheckpointMismatch, match=rf"{name} .* has shape \[127, 64\].*expects \[128, 64\]"
+    ):
         build_empty(str(d), "decoder")
 
 

@@ -1,6 +1,7 @@
 """A DeepSpeed config is checked before anything loads: a file that is not a JSON object, or a run
 without the deepspeed launcher, is a one-line error (exit 2), not an AttributeError or DeepSpeed's
 "No module named 'mpi4py'" after the model has loaded."""
+
 import json
 
 import pytest
@@ -11,14 +12,23 @@ from beft.config import load_config
 from paths import ROOT
 
 ZERO3 = str(ROOT / "ds_configs" / "zero3.json")
-LAUNCHED = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+LAUNCHED = {
+    "RANK": "0",
+    "WORLD_SIZE": "2",
+    "LOCAL_RANK": "0",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29500",
+}
 
 
-@pytest.mark.parametrize("content,words", [
-    ([{"zero_optimization": {"stage": 2}}], "holds a JSON list, not an object"),
-    ("zero2", "holds a JSON str"),
-    ({"zero_optimization": [2]}, "zero_optimization must be an object"),
-])
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        ([{"zero_optimization": {"stage": 2}}], "holds a JSON list, not an object"),
+        ("zero2", "holds a JSON str"),
+        ({"zero_optimization": [2]}, "zero_optimization must be an object"),
+    ],
+)
 def test_ds_config_not_an_object(content, words, tmp_path):
     p = tmp_path / "ds.json"
     p.write_text(json.dumps(content))
@@ -35,7 +45,7 @@ def test_ds_config_not_text(tmp_path):
 
 
 def test_launcher_env():
-    check_launcher(ZERO3, LAUNCHED)                      # deepspeed / torchrun
+    check_launcher(ZERO3, LAUNCHED)  # deepspeed / torchrun
     check_launcher(ZERO3, {"OMPI_COMM_WORLD_RANK": "0"})  # mpirun: DeepSpeed's MPI discovery
     with pytest.raises(ValueError, match="needs the deepspeed launcher") as e:
         check_launcher(ZERO3, {})
@@ -44,8 +54,13 @@ def test_launcher_env():
 
 def _trainer(tmp_path, ds_config):
     from beft.train import Trainer
-    cfg = load_config(None, [f"output_dir={tmp_path / 'run'}", "model=/nonexistent/model"],
-                      backend="deepspeed", deepspeed_config=ds_config)
+
+    cfg = load_config(
+        None,
+        [f"output_dir={tmp_path / 'run'}", "model=/nonexistent/model"],
+        backend="deepspeed",
+        deepspeed_config=ds_config,
+    )
     return Trainer(cfg)
 
 
@@ -57,7 +72,7 @@ def test_plain_python_with_ds_config_refused_before_loading(tmp_path, monkeypatc
     assert ex.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs the deepspeed launcher" in err[0] and "mpi4py" not in err[0]
-    assert not (tmp_path / "run").exists()   # nothing written
+    assert not (tmp_path / "run").exists()  # nothing written
 
 
 def test_list_ds_config_refused_before_loading(tmp_path, monkeypatch):

@@ -32,9 +32,12 @@ def test_adapter_round_trip_reproduces_logits_exactly(family, tmp_path):
     assert meta["shapes"] and meta["beft_version"]
     assert path.stat().st_size < 200_000
     fresh = tiny_model(family, seed=0)
-    if head:   # a fresh head would be re-initialised randomly: the adapter must carry it
-        torch.nn.init.normal_(fresh.classifier.weight if hasattr(fresh.classifier, "weight")
-                              else fresh.classifier.dense.weight)
+    if head:  # a fresh head would be re-initialised randomly: the adapter must carry it
+        torch.nn.init.normal_(
+            fresh.classifier.weight
+            if hasattr(fresh.classifier, "weight")
+            else fresh.classifier.dense.weight
+        )
     load_adapter(fresh, tmp_path / "a")
     with torch.no_grad():
         got = fresh(**tiny_inputs()).logits
@@ -45,12 +48,16 @@ def test_adapter_onto_other_family_or_shape_fails(tmp_path):
     model = tiny_model("llama")
     sel = apply_bias(model, "v")
     save_adapter(tmp_path / "a", sel, model)
-    with pytest.raises(AdapterMismatchError, match="trained on a llama model.*this model is mistral"):
+    with pytest.raises(
+        AdapterMismatchError, match="trained on a llama model.*this model is mistral"
+    ):
         load_adapter(tiny_model("mistral"), tmp_path / "a")
     import transformers as tf
+
     from tiny import tiny_config
+
     cfg = tiny_config("llama")
-    cfg.num_key_value_heads = 4     # wider v_proj
+    cfg.num_key_value_heads = 4  # wider v_proj
     with pytest.raises(AdapterMismatchError, match=r"adapter shape \(32,\) != model shape \(64,\)"):
         load_adapter(tf.AutoModelForCausalLM.from_config(cfg), tmp_path / "a")
     cfg = tiny_config("llama")
@@ -63,6 +70,7 @@ def test_not_an_adapter(tmp_path):
     with pytest.raises(FileNotFoundError, match="no bias adapter"):
         read_adapter(tmp_path)
     from safetensors.torch import save_file
+
     save_file({"x": torch.zeros(2)}, str(tmp_path / "adapter.safetensors"))
     with pytest.raises(AdapterMismatchError, match="not a beft bias adapter"):
         read_adapter(tmp_path)

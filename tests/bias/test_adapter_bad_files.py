@@ -1,5 +1,6 @@
 """A damaged or edited adapter file is a one-line error naming it (exit 2 from the CLIs), never a
 traceback, and never exported as if it were sound."""
+
 import json
 
 import pytest
@@ -23,7 +24,9 @@ def _rewrite_meta(path, edit):
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = json.loads(f.metadata()["beft"])
     raw = edit(meta, tensors)
-    save_file(tensors, str(path), metadata={"beft": raw if isinstance(raw, str) else json.dumps(raw)})
+    save_file(
+        tensors, str(path), metadata={"beft": raw if isinstance(raw, str) else json.dumps(raw)}
+    )
 
 
 def _truncate(p):
@@ -48,10 +51,15 @@ CASES = {
     "empty": (lambda p: p.write_bytes(b""), "truncated or corrupt"),
     "metadata not JSON": (lambda p: _rewrite_meta(p, lambda m, t: "{not json"), "not JSON"),
     "metadata a list": (lambda p: _rewrite_meta(p, lambda m, t: [1, 2]), "not a JSON object"),
-    "no family": (lambda p: _rewrite_meta(p, lambda m, t: {k: v for k, v in m.items() if k != "family"}),
-                  "'family'"),
+    "no family": (
+        lambda p: _rewrite_meta(p, lambda m, t: {k: v for k, v in m.items() if k != "family"}),
+        "'family'",
+    ),
     "shapes disagree": (lambda p: _rewrite_meta(p, _shape), "records shape"),
-    "tensor missing from shapes": (lambda p: _rewrite_meta(p, lambda m, t: {**m, "shapes": {}}), "records shape"),
+    "tensor missing from shapes": (
+        lambda p: _rewrite_meta(p, lambda m, t: {**m, "shapes": {}}),
+        "records shape",
+    ),
 }
 
 
@@ -62,7 +70,7 @@ def test_bad_adapter_file_is_one_line_error(case, adapter_file, capsys):
     with pytest.raises(AdapterMismatchError, match=words) as e:
         read_adapter(adapter_file.parent)
     assert str(adapter_file) in str(e.value) and "\n" not in str(e.value)
-    with pytest.raises(SystemExit) as ex:   # what every CLI does with it: one line, exit 2
+    with pytest.raises(SystemExit) as ex:  # what every CLI does with it: one line, exit 2
         run(lambda argv: read_adapter(adapter_file.parent), [])
     assert ex.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()

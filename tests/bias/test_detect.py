@@ -1,19 +1,26 @@
 """Detection of attention projections by structure: it agrees with the ten tested families,
 finds Qwen3 (GQA) and GPT-2's fused Conv1D, splits every fused layout exactly, and exports."""
+
 import pytest
 import torch
 import transformers as tf
+from test_adapter import _train
+from test_detect_all import v_slice_is_the_value
 
 from beft.bias import UnsupportedModelError, apply_bias
 from beft.bias.adapter import load_adapter, save_adapter
 from beft.bias.export import ExportError, export_peft, merge_checkpoint
 from beft.bias.families import FAMILIES, detected_family, find_projections
-from test_adapter import _train
-from test_detect_all import v_slice_is_the_value
-from tiny import FAMILIES as TINY, random_biases, tiny_inputs, tiny_model
+from tiny import FAMILIES as TINY
+from tiny import random_biases, tiny_inputs, tiny_model
 
-COMMON = dict(vocab_size=128, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
-              max_position_embeddings=128)
+COMMON = dict(
+    vocab_size=128,
+    hidden_size=64,
+    num_attention_heads=4,
+    num_hidden_layers=2,
+    max_position_embeddings=128,
+)
 
 
 def _model(cfg, seed=0):
@@ -21,12 +28,16 @@ def _model(cfg, seed=0):
     return random_biases(tf.AutoModelForCausalLM.from_config(cfg)).eval()
 
 
-def qwen3(seed=0):   # GQA: 4 query heads, 2 key/value heads
-    return _model(tf.Qwen3Config(num_key_value_heads=2, head_dim=16, intermediate_size=128, **COMMON), seed)
+def qwen3(seed=0):  # GQA: 4 query heads, 2 key/value heads
+    return _model(
+        tf.Qwen3Config(num_key_value_heads=2, head_dim=16, intermediate_size=128, **COMMON), seed
+    )
 
 
 def gpt2(seed=0):
-    return _model(tf.GPT2Config(vocab_size=128, n_embd=64, n_head=4, n_layer=2, n_positions=128), seed)
+    return _model(
+        tf.GPT2Config(vocab_size=128, n_embd=64, n_head=4, n_layer=2, n_positions=128), seed
+    )
 
 
 @pytest.mark.parametrize("family", TINY)
@@ -34,7 +45,9 @@ def test_detection_agrees_with_the_tested_families(family):
     model = tiny_model(family)
     table, found = FAMILIES[family], detected_family(model)
     for t in ("q", "k", "v", "o"):
-        assert [n for n, _ in find_projections(model, found, t)] == [n for n, _ in find_projections(model, table, t)]
+        assert [n for n, _ in find_projections(model, found, t)] == [
+            n for n, _ in find_projections(model, table, t)
+        ]
     if table.fused_layout is not None:
         (_, m), *_ = find_projections(model, table, "v")
         for t, idx in table.fused_layout(model.config, m.out_features).items():
@@ -75,10 +88,13 @@ def test_qwen3_peft_export_reproduces_logits(tmp_path):
 def test_gpt2_fused_conv1d_v_slice_trains_alone(tmp_path):
     model = gpt2().train()
     sel = apply_bias(model, "v")
-    assert [s.name for s in sel.sites] == ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"]
+    assert [s.name for s in sel.sites] == [
+        "transformer.h.0.attn.c_attn",
+        "transformer.h.1.attn.c_attn",
+    ]
     site = sel.sites[0]
     assert type(site.module).__name__ == "Conv1D" and site.counts == {"v": 64}
-    assert site.index.tolist() == list(range(128, 192))         # [q | k | v], each 64 wide
+    assert site.index.tolist() == list(range(128, 192))  # [q | k | v], each 64 wide
     before = site.module.bias.detach().clone()
     _train(model, sel)
     moved = (site.module.bias.detach() != before).nonzero().squeeze(1)
@@ -91,18 +107,34 @@ def test_gpt2_fused_conv1d_v_slice_trains_alone(tmp_path):
     load_adapter(fresh, tmp_path / "a")
     with torch.no_grad():
         assert torch.equal(fresh(**tiny_inputs()).logits, want)
-    with pytest.raises(ExportError, match="only torch.nn.Linear; transformer.h.0.attn.c_attn is a Conv1D"):
+    with pytest.raises(
+        ExportError, match="only torch.nn.Linear; transformer.h.0.attn.c_attn is a Conv1D"
+    ):
         export_peft(tmp_path / "p", sel, model)
     assert not (tmp_path / "p").exists()
 
 
-@pytest.mark.parametrize("cfg", [
-    tf.FalconConfig(new_decoder_architecture=True, num_kv_heads=2, **COMMON),   # grouped [q q | k | v] per kv head
-    tf.FalconConfig(new_decoder_architecture=False, multi_query=False, **COMMON),   # per head [q k v]
-    tf.FalconConfig(new_decoder_architecture=False, multi_query=True, **COMMON),    # [q | k | v], one kv head
-    tf.GPTBigCodeConfig(multi_query=False, vocab_size=128, n_embd=64, n_head=4, n_layer=2, n_positions=128),
-    tf.GPTBigCodeConfig(multi_query=True, vocab_size=128, n_embd=64, n_head=4, n_layer=2, n_positions=128),
-], ids=["falcon-grouped", "falcon-per-head", "falcon-mq", "bigcode", "bigcode-mq"])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        tf.FalconConfig(
+            new_decoder_architecture=True, num_kv_heads=2, **COMMON
+        ),  # grouped [q q | k | v] per kv head
+        tf.FalconConfig(
+            new_decoder_architecture=False, multi_query=False, **COMMON
+        ),  # per head [q k v]
+        tf.FalconConfig(
+            new_decoder_architecture=False, multi_query=True, **COMMON
+        ),  # [q | k | v], one kv head
+        tf.GPTBigCodeConfig(
+            multi_query=False, vocab_size=128, n_embd=64, n_head=4, n_layer=2, n_positions=128
+        ),
+        tf.GPTBigCodeConfig(
+            multi_query=True, vocab_size=128, n_embd=64, n_head=4, n_layer=2, n_positions=128
+        ),
+    ],
+    ids=["falcon-grouped", "falcon-per-head", "falcon-mq", "bigcode", "bigcode-mq"],
+)
 def test_fused_variants_split_v_exactly(cfg):
     model = _model(cfg)
     fam = detected_family(model)
@@ -111,8 +143,12 @@ def test_fused_variants_split_v_exactly(cfg):
 
 
 def test_model_without_attention_refused_in_one_line():
-    model = _model(tf.MambaConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, state_size=4))
-    with pytest.raises(UnsupportedModelError, match="no attention projection found in MambaForCausalLM") as e:
+    model = _model(
+        tf.MambaConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, state_size=4)
+    )
+    with pytest.raises(
+        UnsupportedModelError, match="no attention projection found in MambaForCausalLM"
+    ) as e:
         apply_bias(model, "v")
     assert "\n" not in str(e.value)
 

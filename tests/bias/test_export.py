@@ -1,11 +1,11 @@
 import pytest
 import torch
 import transformers as tf
+from test_adapter import _train
 
 from beft.bias import apply_bias
 from beft.bias.export import ExportError, export_peft, merge_checkpoint
 from tiny import ENCODERS, FAMILIES, tiny_inputs, tiny_model
-from test_adapter import _train
 
 peft = pytest.importorskip("peft")
 

@@ -1,21 +1,26 @@
-"""An export never destroys what lies at its output path: existing folders are refused, overwrite=true
+"""An export never destroys what lies at its output path: existing folders are refused,
+overwrite=true
 replaces only a previous export (atomically), a run or adapter folder never, a source never."""
+
 import json
 import os
 
 import pytest
 import torch
+from test_export import _trained
 
 import beft.bias.export as export_mod
 from beft.bias.export import MARKER, RUN_NAMES, ExportError, export_peft, merge_checkpoint
-from test_export import _trained
 
 pytest.importorskip("peft")
 
 
 def snapshot(folder):
-    """Every file under folder (relative path -> bytes): equal snapshots mean an untouched folder."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file under folder (relative path -> bytes): equal snapshots mean an untouched
+    folder."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def export(kind, out, model, sel, **kw):
@@ -44,7 +49,7 @@ def test_folder_holding_other_files_is_refused(kind, overwrite, trained, tmp_pat
         export(kind, out, *trained, overwrite=overwrite)
     assert "\n" not in str(e.value) and str(out) in str(e.value)
     assert snapshot(out) == {"notes.txt": b"mine"}
-    assert os.listdir(tmp_path) == ["precious"]      # no temp folder left behind
+    assert os.listdir(tmp_path) == ["precious"]  # no temp folder left behind
 
 
 @pytest.mark.parametrize("name", RUN_NAMES)
@@ -67,7 +72,9 @@ def test_overwrite_replaces_a_previous_export(kind, trained, tmp_path):
     export(kind, out, model, sel)
     first = snapshot(out)
     assert json.loads(first[MARKER])["files"] == sorted(first)
-    with pytest.raises(ExportError, match="already exists; choose another path, or pass overwrite=true"):
+    with pytest.raises(
+        ExportError, match="already exists; choose another path, or pass overwrite=true"
+    ):
         export(kind, out, model, sel)
     assert snapshot(out) == first
     trained_values = [p.detach().clone() for p in sel.bias_parameters().values()]
@@ -78,8 +85,8 @@ def test_overwrite_replaces_a_previous_export(kind, trained, tmp_path):
         _set_biases(sel, trained_values)
     second = snapshot(out)
     assert sorted(second) == sorted(first) and second != first
-    assert os.listdir(tmp_path) == ["exp"]           # the old copy and the temp folder are gone
-    export(kind, out, model, sel, overwrite=True)    # and it can be replaced again
+    assert os.listdir(tmp_path) == ["exp"]  # the old copy and the temp folder are gone
+    export(kind, out, model, sel, overwrite=True)  # and it can be replaced again
     assert snapshot(out) == first
 
 
@@ -113,6 +120,7 @@ def test_failed_write_leaves_the_previous_export(trained, tmp_path, monkeypatch)
 
     def boom(*a, **k):
         raise OSError("disk full")
+
     monkeypatch.setattr(export_mod, "save_file", boom)
     with pytest.raises(OSError, match="disk full"):
         export("peft", out, *trained, overwrite=True)
@@ -125,11 +133,12 @@ def test_failed_swap_puts_the_old_export_back(trained, tmp_path, monkeypatch):
     before = snapshot(out)
     rename, calls = os.rename, []
 
-    def second_rename_fails(a, b):   # old -> aside succeeds, new -> in fails, old -> back succeeds
+    def second_rename_fails(a, b):  # old -> aside succeeds, new -> in fails, old -> back succeeds
         calls.append(b)
         if len(calls) == 2:
             raise OSError("interrupted")
         rename(a, b)
+
     monkeypatch.setattr(export_mod.os, "rename", second_rename_fails)
     with pytest.raises(OSError, match="interrupted"):
         export("peft", out, *trained, overwrite=True)

@@ -4,7 +4,8 @@ from torch import nn
 
 from beft.bias import UnsupportedModelError, apply_bias, parse_targets
 from beft.bias.families import FAMILIES
-from tiny import DECODERS, ENCODERS, FAMILIES as TINY, tiny_inputs, tiny_model
+from tiny import ENCODERS, tiny_inputs, tiny_model
+from tiny import FAMILIES as TINY
 
 
 def _head(family):
@@ -37,9 +38,13 @@ def test_added_bias_sized_from_layer_not_hidden_size(family):
         assert site.module.bias.dtype == site.module.weight.dtype
         if site.added:
             assert torch.count_nonzero(site.module.bias) == 0
-    if family in ("llama", "mistral", "qwen2"):   # GQA: v is narrower than hidden
+    if family in ("llama", "mistral", "qwen2"):  # GQA: v is narrower than hidden
         v = [s for s in sel.sites if s.targets == ["v"]][0]
-        kv = model.config.num_key_value_heads * model.config.hidden_size // model.config.num_attention_heads
+        kv = (
+            model.config.num_key_value_heads
+            * model.config.hidden_size
+            // model.config.num_attention_heads
+        )
         assert v.module.out_features == kv < model.config.hidden_size
         assert sel.counts(model).per_target["v"] == kv * model.config.num_hidden_layers
 
@@ -62,7 +67,7 @@ def test_only_selected_biases_change(family, targets):
     after = model.state_dict()
     fused = {s.param_name: s.index for s in sel.sites if s.index is not None}
     for k, v in after.items():
-        if k not in before:       # added bias
+        if k not in before:  # added bias
             assert k in params, k
             continue
         if k in fused:
@@ -87,9 +92,9 @@ def test_fused_v_slice(family):
     hd = cfg.hidden_size // cfg.num_attention_heads
     n_kv = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
     assert site.counts == {"v": n_kv * hd}
-    if family == "gpt_neox":   # interleaved per head: [q_h k_h v_h]
+    if family == "gpt_neox":  # interleaved per head: [q_h k_h v_h]
         assert site.index[:hd].tolist() == list(range(2 * hd, 3 * hd))
-    else:                      # [q | k | v]
+    else:  # [q | k | v]
         assert site.index[0].item() == (cfg.num_attention_heads + n_kv) * hd
 
 
@@ -100,7 +105,7 @@ def test_fused_mask_follows_the_model_to_another_dtype(family):
     bf16 backward failed (CUDA: a device mismatch)."""
     model = tiny_model(family)
     sel = apply_bias(model, "v")
-    model.bfloat16()                                   # keeps the Parameter objects (and the hook)
+    model.bfloat16()  # keeps the Parameter objects (and the hook)
     (bias, frozen, _), *_ = sel.frozen_slices
     model(**tiny_inputs(batch=2)).logits.float().pow(2).mean().backward()
     assert bias.grad.dtype == torch.bfloat16 and bias.grad[frozen].abs().max() == 0
@@ -120,9 +125,9 @@ def test_key_bias_gradient_zero_without_rotary(family, zero):
     loss = model(**tiny_inputs(batch=3)).logits.float().pow(2).mean()
     loss.backward()
     g = torch.cat([p.grad.flatten() for p in sel.bias_parameters().values()])
-    if zero:   # softmax is shift-invariant: b_k adds the same score to every key
+    if zero:  # softmax is shift-invariant: b_k adds the same score to every key
         assert g.abs().max() < 1e-6
-    else:      # with RoPE b_k is rotated per position and gets a real gradient
+    else:  # with RoPE b_k is rotated per position and gets a real gradient
         assert g.abs().max() > 1e-6
 
 
@@ -131,7 +136,11 @@ def test_all_includes_layer_norms_and_counts():
     sel = apply_bias(model, "all", head=["classifier"])
     assert any("LayerNorm" in n for n in sel.extra)
     c = sel.counts(model)
-    native = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias") and not n.startswith("classifier"))
+    native = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if n.endswith(".bias") and not n.startswith("classifier")
+    )
     assert c.bias == native
     assert c.head == sum(p.numel() for p in model.classifier.parameters())
     assert c.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -158,9 +167,13 @@ def test_no_attention_projection_refused_and_patterns_work():
             self.blocks = nn.ModuleList([Attn(), Attn()])
             self.config = type("C", (), {"model_type": "toy"})()
 
-    with pytest.raises(UnsupportedModelError, match="no attention projection found in Toy.*bias_patterns"):
+    with pytest.raises(
+        UnsupportedModelError, match="no attention projection found in Toy.*bias_patterns"
+    ):
         apply_bias(Toy(), "v")
     sel = apply_bias(Toy(), "v", patterns={"v": r"blocks\.\d+\.wv"})
-    assert [s.name for s in sel.sites] == ["blocks.0.wv", "blocks.1.wv"] and all(s.added for s in sel.sites)
+    assert [s.name for s in sel.sites] == ["blocks.0.wv", "blocks.1.wv"] and all(
+        s.added for s in sel.sites
+    )
     with pytest.raises(UnsupportedModelError, match="no 'v' projection"):
         apply_bias(Toy(), "v", patterns={"v": r"nothing"})

@@ -17,7 +17,9 @@ def llama_dir(tmp_path):
 
 
 def test_8bit_biases_train_on_int8_layers(llama_dir):
-    model = tf.AutoModelForCausalLM.from_pretrained(llama_dir, quantization_config=quant.quantization_config(8))
+    model = tf.AutoModelForCausalLM.from_pretrained(
+        llama_dir, quantization_config=quant.quantization_config(8)
+    )
     v = model.model.layers[0].self_attn.v_proj
     assert v.weight.dtype == torch.int8 and "8bit" in type(v).__name__
     x = tiny_inputs(batch=4)
@@ -45,8 +47,9 @@ def test_8bit_biases_train_on_int8_layers(llama_dir):
 def test_4bit_added_biases_are_zeroed(llama_dir):
     # a 4-bit load with attention_bias=True leaves the missing biases uninitialised (whatever the
     # memory held: NaN at times); select every attention bias the config added, so all get zeroed
-    model = tf.AutoModelForCausalLM.from_pretrained(llama_dir, quantization_config=quant.quantization_config(4),
-                                                    attention_bias=True)
+    model = tf.AutoModelForCausalLM.from_pretrained(
+        llama_dir, quantization_config=quant.quantization_config(4), attention_bias=True
+    )
     sel = apply_bias(model, "qkvo")
     quant.zero_added_biases(sel)
     for s in sel.sites:
@@ -61,12 +64,19 @@ def test_new_encoder_head_stays_full_precision(bits, tmp_path):
     with no quantized state (random init) and the first forward crashed (8-bit MiniLM on CPU)."""
     tiny_model("bert").save_pretrained(tmp_path / "bert")
     model = tf.AutoModelForSequenceClassification.from_pretrained(
-        tmp_path / "bert", num_labels=2, quantization_config=quant.quantization_config(bits))
-    assert type(model.classifier) is torch.nn.Linear and model.classifier.weight.dtype == torch.float32
-    assert "bit" in type(model.bert.encoder.layer[0].attention.self.value).__name__     # the base is quantized
+        tmp_path / "bert", num_labels=2, quantization_config=quant.quantization_config(bits)
+    )
+    assert (
+        type(model.classifier) is torch.nn.Linear and model.classifier.weight.dtype == torch.float32
+    )
+    assert (
+        "bit" in type(model.bert.encoder.layer[0].attention.self.value).__name__
+    )  # the base is quantized
     x = tiny_inputs(batch=4)
     sel = apply_bias(model, "v")
     model.classifier.weight.requires_grad_(True)
     loss = torch.nn.functional.cross_entropy(model(**x).logits, torch.tensor([0, 1, 0, 1]))
     loss.backward()
-    assert model.classifier.weight.grad is not None and all(s.module.bias.grad is not None for s in sel.sites)
+    assert model.classifier.weight.grad is not None and all(
+        s.module.bias.grad is not None for s in sel.sites
+    )

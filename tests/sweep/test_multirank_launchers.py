@@ -1,4 +1,6 @@
-"""Multi-rank launchers started inside a SLURM allocation: torchrun (FSDP2) and deepspeed (ZeRO-2)."""
+"""Multi-rank launchers started inside a SLURM allocation: torchrun (FSDP2) and deepspeed
+(ZeRO-2)."""
+
 import json
 
 import pytest
@@ -11,12 +13,23 @@ from sweep_helpers import sweep, tiny_spec, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.dist]
 
 
-@pytest.mark.parametrize("launcher,backend", [({"kind": "torchrun", "nproc": 2}, "fsdp"),
-                                              ({"kind": "deepspeed", "nproc": 2,
-                                                "ds_config": "ds_configs/zero2.json"}, "deepspeed")])
+@pytest.mark.parametrize(
+    "launcher,backend",
+    [
+        ({"kind": "torchrun", "nproc": 2}, "fsdp"),
+        ({"kind": "deepspeed", "nproc": 2, "ds_config": "ds_configs/zero2.json"}, "deepspeed"),
+    ],
+)
 def test_two_rank_run_inside_the_allocation(launcher, backend, slurm, tiny_bert, tmp_path):
-    path = tiny_spec(tmp_path, tiny_bert, name=backend, tasks=("sst2",), targets=("v",), seeds=(0,),
-                     **{"checkpoint.every_steps": 0})
+    path = tiny_spec(
+        tmp_path,
+        tiny_bert,
+        name=backend,
+        tasks=("sst2",),
+        targets=("v",),
+        seeds=(0,),
+        **{"checkpoint.every_steps": 0},
+    )
     spec = yaml.safe_load(path.read_text())
     spec["launcher"] = launcher
     path.write_text(yaml.safe_dump(spec, sort_keys=False))

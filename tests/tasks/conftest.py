@@ -1,4 +1,5 @@
 """Fixtures: the real data folder (or a skip), a tiny offline BPE tokenizer and tiny models."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,11 @@ def bpe_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(SENTENCES * 5, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
 
@@ -45,10 +49,18 @@ def tiny_llama(bpe_tokenizer):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(bpe_tokenizer), hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=512, eos_token_id=bpe_tokenizer.eos_token_id,
-                      pad_token_id=bpe_tokenizer.eos_token_id, bos_token_id=None)
+    cfg = LlamaConfig(
+        vocab_size=len(bpe_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=bpe_tokenizer.eos_token_id,
+        pad_token_id=bpe_tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
     return AutoModelForCausalLM.from_config(cfg).eval()
 
 
@@ -68,7 +80,14 @@ def tiny_bert():
 
     def make(tokenizer, num_labels: int):
         torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, num_labels=num_labels)
+        cfg = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_labels=num_labels,
+        )
         return AutoModelForSequenceClassification.from_config(cfg).eval()
+
     return make

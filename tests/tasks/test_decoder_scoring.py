@@ -1,4 +1,5 @@
 """Candidate scoring, losses and generation on a tiny random LLaMA (GQA: 4 heads, 2 kv heads)."""
+
 import pytest
 import torch
 
@@ -6,10 +7,20 @@ from beft.tasks import get_task
 from beft.tasks.generation import generate_answers
 from beft.tasks.scoring import encode_pair, mean_loglik
 
-SST = [{"text_a": "it was a great movie", "label": 1}, {"text_a": "a terrible ending .", "label": 0},
-       {"text_a": "the cat sat on the mat because it was tired , so it slept .", "label": 1}]
-COPA = [{"premise": "The cat sat on the mat.", "choice1": "It was tired.", "choice2": "It slept.",
-         "question": "cause", "label": 0}]
+SST = [
+    {"text_a": "it was a great movie", "label": 1},
+    {"text_a": "a terrible ending .", "label": 0},
+    {"text_a": "the cat sat on the mat because it was tired , so it slept .", "label": 1},
+]
+COPA = [
+    {
+        "premise": "The cat sat on the mat.",
+        "choice1": "It was tired.",
+        "choice2": "It slept.",
+        "question": "cause",
+        "label": 0,
+    }
+]
 
 
 def slow_score(model, tokenizer, prompt: str, cand: str, max_length: int) -> float:
@@ -27,8 +38,11 @@ def test_batched_scores_equal_slow_reference(tiny_llama, bpe_tokenizer, name, ex
     batch = task.collate(bpe_tokenizer, examples, max_length=64)
     with torch.no_grad():
         fast = mean_loglik(tiny_llama, batch)
-    slow = [slow_score(tiny_llama, bpe_tokenizer, task.prompt.prompt(ex), c, 64)
-            for ex in examples for c in task.prompt.candidates(ex)]
+    slow = [
+        slow_score(tiny_llama, bpe_tokenizer, task.prompt.prompt(ex), c, 64)
+        for ex in examples
+        for c in task.prompt.candidates(ex)
+    ]
     assert fast.tolist() == pytest.approx(slow, abs=1e-5)
     assert batch["attention_mask"].sum() < batch["attention_mask"].numel()  # padding present
 
@@ -93,9 +107,15 @@ def biased_head(model, token_id: int) -> None:
     model.lm_head = head
 
 
-SQUAD = [{"title": "Paris", "context": "Paris is the capital of France.", "question": "What is it?",
-          "answers": ["Paris", "the capital"]},
-         {"title": "Cat", "context": "The cat sat.", "question": "Who sat?", "answers": ["the cat"]}]
+SQUAD = [
+    {
+        "title": "Paris",
+        "context": "Paris is the capital of France.",
+        "question": "What is it?",
+        "answers": ["Paris", "the capital"],
+    },
+    {"title": "Cat", "context": "The cat sat.", "question": "Who sat?", "answers": ["the cat"]},
+]
 
 
 def test_generation_stops_at_newline(tiny_llama, bpe_tokenizer):
@@ -116,7 +136,7 @@ def test_generation_task_lm_loss_on_answer(tiny_llama, bpe_tokenizer):
     batch = task.collate(bpe_tokenizer, SQUAD, max_length=64)
     first = batch["target_mask"][0].nonzero()[0].item()
     n = int(batch["target_mask"][0].sum())
-    assert bpe_tokenizer.decode(batch["input_ids"][0, first:first + n]) == " Paris\n"
+    assert bpe_tokenizer.decode(batch["input_ids"][0, first : first + n]) == " Paris\n"
     assert (batch["gen_attention_mask"][:, -1] == 1).all()  # left padded for generate
     loss = task.loss(tiny_llama, batch)
     loss.backward()
@@ -125,6 +145,7 @@ def test_generation_task_lm_loss_on_answer(tiny_llama, bpe_tokenizer):
 
 class NoKwargsWrapper(torch.nn.Module):
     """Hides the forward signature (as DeepSpeed's engine does): no logits_to_keep, no use_cache."""
+
     def __init__(self, model):
         super().__init__()
         self.model = model
@@ -135,15 +156,19 @@ class NoKwargsWrapper(torch.nn.Module):
 
 @pytest.mark.parametrize("objective", ["ce", "lm"])
 def test_shared_prompt_fast_path_equals_one_row_per_pair(tiny_llama, bpe_tokenizer, objective):
-    """Single-token label words: one row per example; scores, loss and bias gradients as one row per pair."""
+    """Single-token label words: one row per example; scores, loss and bias gradients as one row per
+    pair."""
     from beft.tasks.scoring import candidate_batch
+
     task = get_task("sst2", arch="decoder", train_objective=objective)
     prompts = [task.prompt.prompt(ex) for ex in SST]
     cands = [task.prompt.candidates(ex) for ex in SST]
     labels = [ex["label"] for ex in SST]
     fast = candidate_batch(bpe_tokenizer, prompts, cands, labels, 64)
     slow = candidate_batch(bpe_tokenizer, prompts, cands, labels, 64, shared_prompt=False)
-    assert "next_token" in fast and fast["input_ids"].shape[0] == len(SST)      # the fast path was taken
+    assert "next_token" in fast and fast["input_ids"].shape[0] == len(
+        SST
+    )  # the fast path was taken
     assert "next_token" not in slow and slow["input_ids"].shape[0] == 2 * len(SST)
     p = tiny_llama.model.layers[0].self_attn.v_proj.weight
 
@@ -152,14 +177,17 @@ def test_shared_prompt_fast_path_equals_one_row_per_pair(tiny_llama, bpe_tokeniz
         loss = task.loss(model, batch)
         loss.backward()
         return loss.item(), p.grad.clone()
+
     lf, gf = loss_and_grad(tiny_llama, fast)
     ls, gs = loss_and_grad(tiny_llama, slow)
     assert lf == pytest.approx(ls, abs=1e-5) and torch.allclose(gf, gs, atol=1e-6)
-    lw, gw = loss_and_grad(NoKwargsWrapper(tiny_llama), fast)              # full-logits fallback
+    lw, gw = loss_and_grad(NoKwargsWrapper(tiny_llama), fast)  # full-logits fallback
     assert lw == pytest.approx(ls, abs=1e-5) and torch.allclose(gw, gs, atol=1e-6)
     p.grad = None
     with torch.no_grad():
-        assert mean_loglik(tiny_llama, fast).tolist() == pytest.approx(mean_loglik(tiny_llama, slow).tolist(), abs=1e-5)
+        assert mean_loglik(tiny_llama, fast).tolist() == pytest.approx(
+            mean_loglik(tiny_llama, slow).tolist(), abs=1e-5
+        )
     assert task.predict(tiny_llama, fast) == task.predict(tiny_llama, slow)
 
 

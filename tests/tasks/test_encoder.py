@@ -1,13 +1,16 @@
 """Encoder collate / loss / predict with the real MiniLM tokenizer and a tiny random BERT."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from beft.tasks import get_task
 
-PAIRS = [{"text_a": "A man is playing a flute.", "text_b": "A man plays music.", "label": 1},
-         {"text_a": "Stocks fell.", "text_b": "The cat slept on the warm mat all day.", "label": 0},
-         {"text_a": "Good.", "text_b": "Fine.", "label": 1}]
+PAIRS = [
+    {"text_a": "A man is playing a flute.", "text_b": "A man plays music.", "label": 1},
+    {"text_a": "Stocks fell.", "text_b": "The cat slept on the warm mat all day.", "label": 0},
+    {"text_a": "Good.", "text_b": "Fine.", "label": 1},
+]
 
 
 def test_collate_pairs_deterministic(bert_tokenizer):
@@ -20,7 +23,9 @@ def test_collate_pairs_deterministic(bert_tokenizer):
 
 
 def test_single_sentence_has_no_segment_b(bert_tokenizer):
-    batch = get_task("sst2").collate(bert_tokenizer, [{"text_a": "great", "text_b": None, "label": 1}], 8)
+    batch = get_task("sst2").collate(
+        bert_tokenizer, [{"text_a": "great", "text_b": None, "label": 1}], 8
+    )
     assert not (batch["token_type_ids"] == 1).any()
 
 
@@ -57,16 +62,25 @@ def test_regression_uses_mse_on_single_logit(bert_tokenizer, tiny_bert):
     assert batch["labels"].dtype == torch.float32
     loss = task.loss(model, batch)
     preds = task.predict(model, batch)
-    assert loss.item() == pytest.approx(F.mse_loss(torch.tensor(preds), batch["labels"]).item(), rel=1e-5)
+    assert loss.item() == pytest.approx(
+        F.mse_loss(torch.tensor(preds), batch["labels"]).item(), rel=1e-5
+    )
     assert set(task.metrics(preds, examples)) == {"spearman", "pearson"}
 
 
 def test_superglue_encoder_texts(bert_tokenizer):
     cb = get_task("cb")
-    batch = cb.collate(bert_tokenizer, [{"premise": "It rained.", "hypothesis": "It was wet.", "label": 2}], 32)
+    batch = cb.collate(
+        bert_tokenizer, [{"premise": "It rained.", "hypothesis": "It was wet.", "label": 2}], 32
+    )
     assert cb.num_labels == 3 and batch["labels"].tolist() == [2]
     wic = get_task("wic")
-    ex = {"word": "bank", "sentence1": "The river bank .", "sentence2": "The bank closed .", "label": 0}
+    ex = {
+        "word": "bank",
+        "sentence1": "The river bank .",
+        "sentence2": "The bank closed .",
+        "label": 0,
+    }
     text = bert_tokenizer.decode(wic.collate(bert_tokenizer, [ex], 32)["input_ids"][0])
     assert text.startswith("[CLS] bank : the river bank")
 

@@ -1,12 +1,22 @@
 """Loaders on the real GLUE / SuperGLUE / SQuAD files (skipped without them)."""
+
 import pytest
 
 from beft.tasks import TASKS, get_task
 
 ENCODER_SIZES = [
-    ("sst2", "low", 1000), ("sst2", "medium", 5000), ("sst2", "high", 11000), ("sst2", "all", 67349),
-    ("rte", "low", 300), ("rte", "high", 1200), ("cola", "medium", 3420), ("mrpc", "high", 1835),
-    ("stsb", "low", 287), ("cb", "medium", 200), ("wic", "high", 5428), ("qnli", "low", 1000),
+    ("sst2", "low", 1000),
+    ("sst2", "medium", 5000),
+    ("sst2", "high", 11000),
+    ("sst2", "all", 67349),
+    ("rte", "low", 300),
+    ("rte", "high", 1200),
+    ("cola", "medium", 3420),
+    ("mrpc", "high", 1835),
+    ("stsb", "low", 287),
+    ("cb", "medium", 200),
+    ("wic", "high", 5428),
+    ("qnli", "low", 1000),
 ]
 LOCAL = {  # (arch, name) with local files; labels must be in range
     ("encoder", n) for n in ("sst2", "cola", "mrpc", "stsb", "qnli", "rte", "cb", "wic")
@@ -37,8 +47,10 @@ def test_same_seed_same_subsets_other_seed_differs(task_data):
     assert {key(x) for x in a.train} != {key(x) for x in c.train}
 
 
-@pytest.mark.parametrize("arch,name", [("encoder", "qnli"), ("decoder", "boolq"),
-                                       ("decoder", "wsc"), ("decoder", "squad")])
+@pytest.mark.parametrize(
+    "arch,name",
+    [("encoder", "qnli"), ("decoder", "boolq"), ("decoder", "wsc"), ("decoder", "squad")],
+)
 def test_one_file_draws_are_disjoint(task_data, arch, name):
     splits = get_task(name, arch=arch).load(task_data, "low", seed=2)
     assert splits.train and splits.eval
@@ -47,7 +59,9 @@ def test_one_file_draws_are_disjoint(task_data, arch, name):
 
 
 def test_multirc_split_keeps_passages_apart(task_data):
-    splits = get_task("multirc", arch="decoder").load(task_data, "low", seed=0, n_train=300, n_eval=300)
+    splits = get_task("multirc", arch="decoder").load(
+        task_data, "low", seed=0, n_train=300, n_eval=300
+    )
     assert len(splits.train) == 300 and len(splits.eval) == 300
     assert not {x["qid"][0] for x in splits.train} & {x["qid"][0] for x in splits.eval}
 

@@ -1,4 +1,5 @@
 """Malformed or missing files raise TaskDataError naming the file and line."""
+
 import json
 
 import pytest
@@ -16,12 +17,18 @@ def test_bad_tsv_label_names_file_and_line(tmp_path):
     rows = "".join(f"sentence {i}\t{i % 2}\n" for i in range(15))
     write(tmp_path, "glue/SST-2/train.tsv", "sentence\tlabel\n" + rows + "oops\tx\n")
     write(tmp_path, "glue/SST-2/dev.tsv", "sentence\tlabel\nfine\t1\n")
-    with pytest.raises(TaskDataError, match=r"glue/SST-2/train.tsv line 17: label 'x' is not one of 0,1"):
+    with pytest.raises(
+        TaskDataError, match=r"glue/SST-2/train.tsv line 17: label 'x' is not one of 0,1"
+    ):
         get_task("sst2").load(str(tmp_path), "all", 0)
 
 
 def test_missing_tsv_column(tmp_path):
-    write(tmp_path, "glue/RTE/dev.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\n")
+    write(
+        tmp_path,
+        "glue/RTE/dev.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\n",
+    )
     with pytest.raises(TaskDataError, match=r"glue/RTE/dev.tsv line 3: missing column 'label'"):
         get_task("rte").load(str(tmp_path), "all", 0)
 
@@ -37,16 +44,23 @@ def test_missing_json_field_and_bad_bool_label(tmp_path):
     write(tmp_path, "superglue/BoolQ/val.jsonl", json.dumps({"passage": "p", "label": True}) + "\n")
     with pytest.raises(TaskDataError, match=r"BoolQ/val.jsonl line 1: missing field 'question'"):
         get_task("boolq", arch="decoder").load(str(tmp_path), "all", 0)
-    write(tmp_path, "superglue/BoolQ/val.jsonl",
-          json.dumps({"passage": "p", "question": "q", "label": "maybe"}) + "\n")
+    write(
+        tmp_path,
+        "superglue/BoolQ/val.jsonl",
+        json.dumps({"passage": "p", "question": "q", "label": "maybe"}) + "\n",
+    )
     with pytest.raises(TaskDataError, match=r"line 1: label 'maybe' is not one of False,True"):
         get_task("boolq", arch="decoder").load(str(tmp_path), "all", 0)
 
 
 def test_bad_regression_score(tmp_path):
-    head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    head = (
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    )
     write(tmp_path, "glue/STS-B/dev.tsv", head + "0\tg\tf\ty\t0\ts\ts\ta\tb\tfive\n")
-    with pytest.raises(TaskDataError, match=r"glue/STS-B/dev.tsv line 2: score 'five' is not a number"):
+    with pytest.raises(
+        TaskDataError, match=r"glue/STS-B/dev.tsv line 2: score 'five' is not a number"
+    ):
         get_task("stsb").load(str(tmp_path), "all", 0)
 
 

@@ -37,8 +37,13 @@ def test_squad_normalisation_and_f1():
 
 
 def test_task_metrics_include_main_metric():
-    for arch, name in [("encoder", "cola"), ("encoder", "cb"), ("encoder", "stsb"),
-                       ("decoder", "multirc"), ("decoder", "cb")]:
+    for arch, name in [
+        ("encoder", "cola"),
+        ("encoder", "cb"),
+        ("encoder", "stsb"),
+        ("decoder", "multirc"),
+        ("decoder", "cb"),
+    ]:
         task = get_task(name, arch=arch)
         preds = [0.5, 1.0, 2.5] if name == "stsb" else [0, 1, 1]
         examples = [{"label": x} for x in ([0.1, 2.0, 2.2] if name == "stsb" else [0, 1, 0])]

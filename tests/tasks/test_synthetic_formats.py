@@ -1,4 +1,5 @@
 """ReCoRD / DROP / SQuAD readers on tiny files, and the one-file split arithmetic."""
+
 import json
 import random
 
@@ -12,9 +13,27 @@ PASSAGE = "Obama met Merkel in Berlin.\n@highlight\nTalks went well"
 
 
 def record_line(i: int) -> str:
-    return json.dumps({"idx": i, "passage": {"text": PASSAGE, "entities": [
-        {"start": 0, "end": 4}, {"start": 10, "end": 15}, {"start": 20, "end": 25}, {"start": 0, "end": 4}]},
-        "qas": [{"idx": i, "query": "@placeholder is in Germany.", "answers": [{"start": 20, "end": 25, "text": "Berlin"}]}]})
+    return json.dumps(
+        {
+            "idx": i,
+            "passage": {
+                "text": PASSAGE,
+                "entities": [
+                    {"start": 0, "end": 4},
+                    {"start": 10, "end": 15},
+                    {"start": 20, "end": 25},
+                    {"start": 0, "end": 4},
+                ],
+            },
+            "qas": [
+                {
+                    "idx": i,
+                    "query": "@placeholder is in Germany.",
+                    "answers": [{"start": 20, "end": 25, "text": "Berlin"}],
+                }
+            ],
+        }
+    )
 
 
 def test_record_reader_and_candidates(tmp_path, bpe_tokenizer, tiny_llama):
@@ -38,18 +57,37 @@ def test_record_answer_not_an_entity(tmp_path):
     bad = json.loads(record_line(0))
     bad["qas"][0]["answers"][0]["text"] = "Paris"
     (tmp_path / "superglue" / "ReCoRD").mkdir(parents=True)
-    (tmp_path / "superglue" / "ReCoRD" / "val.jsonl").write_text(record_line(1) + "\n" + json.dumps(bad) + "\n")
+    (tmp_path / "superglue" / "ReCoRD" / "val.jsonl").write_text(
+        record_line(1) + "\n" + json.dumps(bad) + "\n"
+    )
     with pytest.raises(TaskDataError, match=r"ReCoRD/val.jsonl line 2: no answer"):
         get_task("record", arch="decoder").load(str(tmp_path), "low", 0)
 
 
 def drop_file(n: int) -> dict:
-    return {f"p{i}": {"passage": f"Passage {i}: 3 goals, then 4.", "qa_pairs": [
-        {"question": "How many goals?", "query_id": f"q{i}", "answer": {"number": "7", "spans": [], "date": {}},
-         "validated_answers": [{"number": "", "spans": ["seven goals"], "date": {}}]},
-        {"question": "When?", "query_id": f"d{i}",
-         "answer": {"number": "", "spans": [], "date": {"day": "4", "month": "July", "year": "1990"}}}]}
-        for i in range(n)}
+    return {
+        f"p{i}": {
+            "passage": f"Passage {i}: 3 goals, then 4.",
+            "qa_pairs": [
+                {
+                    "question": "How many goals?",
+                    "query_id": f"q{i}",
+                    "answer": {"number": "7", "spans": [], "date": {}},
+                    "validated_answers": [{"number": "", "spans": ["seven goals"], "date": {}}],
+                },
+                {
+                    "question": "When?",
+                    "query_id": f"d{i}",
+                    "answer": {
+                        "number": "",
+                        "spans": [],
+                        "date": {"day": "4", "month": "July", "year": "1990"},
+                    },
+                },
+            ],
+        }
+        for i in range(n)
+    }
 
 
 def test_drop_reader(tmp_path):
@@ -74,19 +112,29 @@ def test_drop_bad_json_names_file_and_line(tmp_path):
 
 def test_squad_reader_names_question(tmp_path):
     (tmp_path / "squad").mkdir()
-    data = {"data": [{"title": "T", "paragraphs": [{"context": "c", "qas": [{"question": "q", "id": "1"}]}]}]}
+    data = {
+        "data": [
+            {"title": "T", "paragraphs": [{"context": "c", "qas": [{"question": "q", "id": "1"}]}]}
+        ]
+    }
     (tmp_path / "squad" / "dev-v1.1.json").write_text(json.dumps(data))
-    with pytest.raises(TaskDataError, match=r"dev-v1.1.json data\[0\].paragraphs\[0\].qas\[0\]: missing field 'answers'"):
+    with pytest.raises(
+        TaskDataError,
+        match=r"dev-v1.1.json data\[0\].paragraphs\[0\].qas\[0\]: missing field 'answers'",
+    ):
         get_task("squad", arch="decoder").load(str(tmp_path), "low", 0)
 
 
-@pytest.mark.parametrize("total,n_train,n_eval,expected", [
-    (3270, 1000, 1000, (1000, 1000)),  # both fit
-    (104, 1000, 1000, (52, 52)),  # small file: halves
-    (5463, 1000, None, (1000, 4463)),  # encoder: eval is the rest
-    (5463, 9000, None, (2732, 2731)),  # encoder 'high' on a val-only file: eval keeps half
-    (5463, None, None, (2732, 2731)),
-])
+@pytest.mark.parametrize(
+    "total,n_train,n_eval,expected",
+    [
+        (3270, 1000, 1000, (1000, 1000)),  # both fit
+        (104, 1000, 1000, (52, 52)),  # small file: halves
+        (5463, 1000, None, (1000, 4463)),  # encoder: eval is the rest
+        (5463, 9000, None, (2732, 2731)),  # encoder 'high' on a val-only file: eval keeps half
+        (5463, None, None, (2732, 2731)),
+    ],
+)
 def test_one_file_sizes(total, n_train, n_eval, expected):
     assert one_file_sizes(total, n_train, n_eval) == expected
 

@@ -1,5 +1,6 @@
 """Every task (built-in by name, own data of each kind) provides the declared Task protocol, with
 the protocol's parameters; encoder tasks (a new head) also HeadTask."""
+
 import inspect
 
 import pytest
@@ -21,19 +22,28 @@ def own_tasks(root):
     cls = str(classification_folder(root / "cls", 8, 4))
     return {
         "encoder classification": task_for(cls, "encoder", data(text="sentence")),
-        "encoder regression": task_for(str(regression_folder(root / "reg", 8, 4)), "encoder",
-                                       data(text="sentence", label="score")),
-        "decoder label words": task_for(cls, "decoder", data(template="{sentence} It was",
-                                                             verbalizer="{neg: terrible, pos: great}")),
-        "decoder completion": task_for(str(completion_file(root / "qa.jsonl", 20)), "decoder",
-                                       data(text="prompt", completion="completion")),
+        "encoder regression": task_for(
+            str(regression_folder(root / "reg", 8, 4)),
+            "encoder",
+            data(text="sentence", label="score"),
+        ),
+        "decoder label words": task_for(
+            cls,
+            "decoder",
+            data(template="{sentence} It was", verbalizer="{neg: terrible, pos: great}"),
+        ),
+        "decoder completion": task_for(
+            str(completion_file(root / "qa.jsonl", 20)),
+            "decoder",
+            data(text="prompt", completion="completion"),
+        ),
     }
 
 
 def check(task, head: bool) -> None:
     assert isinstance(task, Task), task
     assert isinstance(task, HeadTask) == head, task
-    assert isinstance(type(task).generates, bool)   # declared on the class, not read by getattr
+    assert isinstance(type(task).generates, bool)  # declared on the class, not read by getattr
     for name in METHODS + (("logits", "loss_from_logits") if head else ()):
         want = list(inspect.signature(getattr(HeadTask, name)).parameters)[1:]
         have = inspect.signature(getattr(task, name)).parameters
@@ -55,7 +65,14 @@ def test_own_data_tasks_are_tasks(tmp_path):
 
 def test_a_class_missing_a_method_is_not_a_task():
     class NoPredict:
-        name, arch, main_metric, labels, num_labels, generates = "x", "encoder", "accuracy", None, 2, False
+        name, arch, main_metric, labels, num_labels, generates = (
+            "x",
+            "encoder",
+            "accuracy",
+            None,
+            2,
+            False,
+        )
 
         def load(self, *a, **k): ...
         def collate(self, *a): ...

@@ -2,6 +2,7 @@
 rank generate a different number of tokens (rank r: 2 + 10 r, no newline stop), evaluate, print
 what each rank generated. A rank left waiting in a collective exits after TIMEOUT seconds with
 its stack (faulthandler), so a hang is a non-zero exit, not a stuck test."""
+
 import faulthandler
 import sys
 
@@ -26,7 +27,8 @@ def uneven(model, tokenizer, batch, max_new_tokens=50, synced_gpus=False):
 
 generation.generate_answers = uneven
 generation.StopOnNewline.__call__ = lambda self, input_ids, scores, **kw: input_ids.new_zeros(
-    input_ids.shape[0], dtype=bool)
+    input_ids.shape[0], dtype=bool
+)
 faulthandler.dump_traceback_later(TIMEOUT, exit=True)
 metrics = trainer.evaluate()
 faulthandler.cancel_dump_traceback_later()

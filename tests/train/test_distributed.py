@@ -1,13 +1,21 @@
 """Real 2-rank CPU runs (gloo): DeepSpeed ZeRO-2/3 under the deepspeed launcher, FSDP2 under
 torchrun. Each must end with the biases of a 1-process run with the same global batch."""
+
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
-import pytest
-
-from train_helpers import FAULT_ENTRY, adapter, assert_runs_agree, base_args, launch, result, shm_buffers
+from train_helpers import (
+    FAULT_ENTRY,
+    adapter,
+    assert_runs_agree,
+    base_args,
+    launch,
+    result,
+    shm_buffers,
+)
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 LAUNCHERS = ["deepspeed:zero2", "deepspeed:zero3", "deepspeed:zero3_offload", "fsdp"]
@@ -25,11 +33,11 @@ def test_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_path):
     assert r["world_size"] == 2
     assert r["backend"] == ("fsdp" if launcher == "fsdp" else "deepspeed")
     shards = r["sharding_rank0"]
-    if launcher == "deepspeed:zero2":   # ZeRO-2 partitions gradients and optimizer states only
+    if launcher == "deepspeed:zero2":  # ZeRO-2 partitions gradients and optimizer states only
         assert shards["frozen_local_numel"] == shards["frozen_full_numel"]
-    else:                               # frozen weights really partitioned
+    else:  # frozen weights really partitioned
         assert shards["frozen_local_numel"] <= 0.55 * shards["frozen_full_numel"]
-    if launcher.startswith("deepspeed:zero3"):   # ... already at load time: no full copy per rank
+    if launcher.startswith("deepspeed:zero3"):  # ... already at load time: no full copy per rank
         assert shards["loaded_local_numel"] <= 0.55 * shards["loaded_full_numel"]
     assert_runs_agree(out, reference)
     ref = result(reference)
@@ -39,9 +47,13 @@ def test_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_path):
 
 @pytest.mark.parametrize("launcher", ["deepspeed:zero3", "fsdp", "ddp"])
 def test_two_rank_kill_and_resume(launcher, tiny_dirs, need_data, tmp_path):
-    args = lambda out: base_args(tiny_dirs["bert_dropout"], out, **{"checkpoint.every_steps": 3, "resume": "true"})
+    args = lambda out: base_args(
+        tiny_dirs["bert_dropout"], out, **{"checkpoint.every_steps": 3, "resume": "true"}
+    )
     assert launch(args(tmp_path / "a"), launcher=launcher).returncode == 0
-    p = launch(args(tmp_path / "b"), launcher=launcher, env={"BEFT_KILL_AT": "step:11"}, script=FAULT_ENTRY)
+    p = launch(
+        args(tmp_path / "b"), launcher=launcher, env={"BEFT_KILL_AT": "step:11"}, script=FAULT_ENTRY
+    )
     assert p.returncode != 0 and not (tmp_path / "b" / "result.json").exists()
     assert json.loads((tmp_path / "b/checkpoints/last/meta.json").read_text())["step"] == 9
     p = launch(args(tmp_path / "b"), launcher=launcher)
@@ -52,9 +64,18 @@ def test_two_rank_kill_and_resume(launcher, tiny_dirs, need_data, tmp_path):
 
 @pytest.mark.parametrize("launcher", ["deepspeed:zero3", "fsdp"])
 def test_sigterm_on_one_rank_stops_all_at_the_same_step(launcher, tiny_dirs, need_data, tmp_path):
-    """Only the last rank gets SIGTERM; the flag is all-reduced, so every rank checkpoints step 11 and exits."""
-    args = lambda out: base_args(tiny_dirs["bert"], out, **{"checkpoint.every_steps": 5, "resume": "true"})
-    p = launch(args(tmp_path / "b"), launcher=launcher, env={"BEFT_TERM_AFTER_STEP": "11"}, script=FAULT_ENTRY, timeout=300)
+    """Only the last rank gets SIGTERM; the flag is all-reduced, so every rank checkpoints step 11
+    and exits."""
+    args = lambda out: base_args(
+        tiny_dirs["bert"], out, **{"checkpoint.every_steps": 5, "resume": "true"}
+    )
+    p = launch(
+        args(tmp_path / "b"),
+        launcher=launcher,
+        env={"BEFT_TERM_AFTER_STEP": "11"},
+        script=FAULT_ENTRY,
+        timeout=300,
+    )
     assert p.returncode != 0 and "after step 11" in p.stderr, (p.stdout + p.stderr)[-3000:]
     assert json.loads((tmp_path / "b/checkpoints/last/meta.json").read_text())["step"] == 11
     p = launch(args(tmp_path / "b"), launcher=launcher)
@@ -62,8 +83,9 @@ def test_sigterm_on_one_rank_stops_all_at_the_same_step(launcher, tiny_dirs, nee
     assert result(tmp_path / "b")["steps"] == 16
 
 
-@pytest.mark.parametrize("launcher,method", [("deepspeed:zero3", "dora"), ("deepspeed:zero3", "pissa"),
-                                             ("fsdp", "lora")])
+@pytest.mark.parametrize(
+    "launcher,method", [("deepspeed:zero3", "dora"), ("deepspeed:zero3", "pissa"), ("fsdp", "lora")]
+)
 def test_reparam_two_ranks_equal_one_rank(launcher, method, tiny_dirs, need_data, tmp_path):
     """Bias deltas through DoRA / PiSSA (which need the gathered b0: ZeRO-3 holds shards) and LoRA:
     the 2-rank adapter (b0 + delta) matches the 1-process one, and differs from b0 (it trained)."""
@@ -72,11 +94,18 @@ def test_reparam_two_ranks_equal_one_rank(launcher, method, tiny_dirs, need_data
     p = launch(args(tmp_path / "two"), launcher=launcher)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     r, ref = result(tmp_path / "two"), result(tmp_path / "ref")
-    assert r["world_size"] == 2 and r["trainable"] == ref["trainable"] and r["trainable"]["reparam"]["kind"] == method
+    assert (
+        r["world_size"] == 2
+        and r["trainable"] == ref["trainable"]
+        and r["trainable"]["reparam"]["kind"] == method
+    )
     assert_runs_agree(tmp_path / "two", tmp_path / "ref", lr=5e-2)
     a = adapter(tmp_path / "two")
     from safetensors.torch import load_file
-    base = {k: t for f in Path(tiny_dirs["bert"]).glob("*.safetensors") for k, t in load_file(f).items()}
+
+    base = {
+        k: t for f in Path(tiny_dirs["bert"]).glob("*.safetensors") for k, t in load_file(f).items()
+    }
     name = next(n for n in a if n.endswith("value.bias"))
     b0 = next(t for k, t in base.items() if k.endswith(name.split("encoder.", 1)[-1]))
     assert not torch.allclose(a[name], b0)
@@ -90,5 +119,5 @@ def test_decoder_gqa_zero3_adds_biases(tiny_dirs, need_data, tmp_path):
     p = launch(args(out), launcher="deepspeed:zero3")
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     a = adapter(out)
-    assert {t.shape[0] for t in a.values()} == {32}            # 2 kv heads x 16, not hidden 64
+    assert {t.shape[0] for t in a.values()} == {32}  # 2 kv heads x 16, not hidden 64
     assert_runs_agree(out, ref)

@@ -1,4 +1,5 @@
 """A run's adapter -> peft folder and merged checkpoint through launch/export.py."""
+
 import shutil
 
 import torch
@@ -24,8 +25,10 @@ def test_export_peft_and_merge_from_a_run(tiny_dirs, need_data, tmp_path):
         assert r.returncode == 0, r.stderr
     plain = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "merge").eval()
     import peft
-    pm = peft.PeftModel.from_pretrained(tf.AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]),
-                                        str(tmp_path / "peft")).eval()
+
+    pm = peft.PeftModel.from_pretrained(
+        tf.AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]), str(tmp_path / "peft")
+    ).eval()
     with torch.no_grad():
         assert torch.equal(plain(input_ids=ids).logits, want)
         assert (pm(input_ids=ids).logits - want).abs().max() <= 1e-5
@@ -39,7 +42,9 @@ def _export(*args):
 
 
 def _snapshot(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def _refused(r, *words):
@@ -57,16 +62,18 @@ def test_export_never_destroys_a_run_or_other_files(tiny_dirs, need_data, tmp_pa
     shutil.copytree(run, other)
     runs = {d: _snapshot(d) for d in (run, other)}
     assert {"result.json", "config.yaml", "metrics.jsonl"} <= set(runs[run])
-    _refused(_export(run, f"merge={run}"), str(run), "source")              # the reported bug
+    _refused(_export(run, f"merge={run}"), str(run), "source")  # the reported bug
     _refused(_export(run, f"peft={run}", "overwrite=true"), "source")
-    _refused(_export(run / "adapter", f"peft={run}"), "source")             # output holds the source
-    _refused(_export(run, f"peft={run / 'adapter' / 'p'}"), "source")       # output inside it
+    _refused(_export(run / "adapter", f"peft={run}"), "source")  # output holds the source
+    _refused(_export(run, f"peft={run / 'adapter' / 'p'}"), "source")  # output inside it
     _refused(_export(run, f"merge={other}"), str(other), "overwrite=true")
     _refused(_export(run, f"merge={other}", "overwrite=true"), "never replaced")
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("mine")
-    _refused(_export(run, f"peft={precious}"), str(precious), "choose another path", "overwrite=true")
+    _refused(
+        _export(run, f"peft={precious}"), str(precious), "choose another path", "overwrite=true"
+    )
     _refused(_export(run, f"peft={precious}", "overwrite=true"), "not a beft export")
     assert _snapshot(precious) == {"notes.txt": b"mine"}
     assert {d: _snapshot(d) for d in (run, other)} == runs
@@ -77,7 +84,9 @@ def test_export_never_destroys_a_run_or_other_files(tiny_dirs, need_data, tmp_pa
     _refused(_export(run, f"peft={new}", "overwrite=maybe"), "overwrite='maybe'")
     r = _export(run, f"peft={new}", "overwrite=true")
     assert r.returncode == 0, r.stderr
-    second = _snapshot(new)   # peft writes target_modules from a set: its order varies between processes
+    second = _snapshot(
+        new
+    )  # peft writes target_modules from a set: its order varies between processes
     assert sorted(second) == sorted(first)
     assert second["adapter_model.safetensors"] == first["adapter_model.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "other_run", "precious", "run"]

@@ -1,6 +1,7 @@
 """ZeRO-2 keeps the unselected slices of a partially trained fused qkv bias bit-equal to the base
 with weight decay > 0 (the ZeRO-3 refusal recommends ZeRO-2 for exactly this case): DeepSpeed's
 fp32 master copy must be restored too, not only the model's parameter."""
+
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,19 @@ def test_zero2_keeps_unselected_fused_slices(need_data, tmp_path):
     ckpt = next(Path(model_dir).glob("*.safetensors"))
     sd = load_file(ckpt)
     g = torch.Generator().manual_seed(0)
-    for k in sd:   # non-zero base biases: weight decay moves them (a zero bias stays zero)
+    for k in sd:  # non-zero base biases: weight decay moves them (a zero bias stays zero)
         if k.endswith("query_key_value.bias"):
             sd[k] = torch.randn(sd[k].shape, generator=g) * 0.1
     save_file(sd, ckpt, metadata={"format": "pt"})
     out = tmp_path / "z2"
-    p = launch(base_args(model_dir, out, **{"optim.weight_decay": 0.5, "data.n_train": 32, "data.n_eval": 16,
-                                             "epochs": 1}), launcher="deepspeed:zero2")
+    p = launch(
+        base_args(
+            model_dir,
+            out,
+            **{"optim.weight_decay": 0.5, "data.n_train": 32, "data.n_eval": 16, "epochs": 1},
+        ),
+        launcher="deepspeed:zero2",
+    )
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     sel = apply_bias(tf.AutoModelForCausalLM.from_pretrained(model_dir), "v")
     trained = adapter(out)
@@ -36,5 +43,7 @@ def test_zero2_keeps_unselected_fused_slices(need_data, tmp_path):
         got = trained[site.param_name]
         frozen = torch.ones(base.numel(), dtype=torch.bool)
         frozen[site.index] = False
-        assert torch.equal(got[frozen], base[frozen]), f"{site.param_name}: unselected q/k entries moved"
-        assert not torch.equal(got[~frozen], base[~frozen])   # the v slice trained
+        assert torch.equal(
+            got[frozen], base[frozen]
+        ), f"{site.param_name}: unselected q/k entries moved"
+        assert not torch.equal(got[~frozen], base[~frozen])  # the v slice trained

@@ -1,19 +1,19 @@
 """Warnings of a run that diverged, made its loss worse, or ends no better than a constant
 prediction: in result.json "warnings" and in the final line (beft/health.py)."""
+
 import pytest
 
 from beft.health import baseline_warnings, loss_warnings
 from beft.tasks import get_task
-
 from test_kill_points import train
 from train_helpers import result
 
-LOSSES = [   # (first step's loss, logged losses) -> the warning's first word, or None
+LOSSES = [  # (first step's loss, logged losses) -> the warning's first word, or None
     ((0.69, [0.6, 0.5, 0.4, 0.3]), None),
     ((0.69, [0.6, 0.5, 0.7, 0.75]), "loss rose"),
-    ((0.69, [0.6, 0.5, 0.4, 80.0]), "loss rose"),        # one bad batch: mean of the last two, 40 < 69
+    ((0.69, [0.6, 0.5, 0.4, 80.0]), "loss rose"),  # one bad batch: mean of the last two, 40 < 69
     ((0.69, [71.0, 456.0, 216.0, 3.5e7]), "diverged"),
-    ((None, [0.69, 0.7, 3.5e7]), "diverged"),           # a checkpoint without the first loss
+    ((None, [0.69, 0.7, 3.5e7]), "diverged"),  # a checkpoint without the first loss
     ((0.69, []), None),
 ]
 
@@ -27,10 +27,15 @@ def test_loss_rules(args, want):
 def test_constant_prediction_baseline():
     task = get_task("sst2")
     examples = [{"label": y} for y in (1, 1, 1, 0)]
-    assert baseline_warnings(task, examples, {"accuracy": 0.75}) == \
-        ["baseline: accuracy=0.7500 is no better than always predicting label 1 (0.7500); raise lr or train longer"]
+    assert baseline_warnings(task, examples, {"accuracy": 0.75}) == [
+        "baseline: accuracy=0.7500 is no better than always predicting label 1 (0.7500); raise lr"
+        " or train longer"
+    ]
     assert baseline_warnings(task, examples, {"accuracy": 1.0}) == []
-    assert baseline_warnings(get_task("stsb"), [{"label": 0.5}, {"label": 2.0}], {"spearman": 0.0}) == []
+    assert (
+        baseline_warnings(get_task("stsb"), [{"label": 0.5}, {"label": 2.0}], {"spearman": 0.0})
+        == []
+    )
 
 
 def test_diverged_run_finishes_with_a_warning(tiny_dirs, need_data, tmp_path, capsys):

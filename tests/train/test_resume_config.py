@@ -1,18 +1,18 @@
 """resume=true with a changed config: refused in one line naming each differing key (the run's files
 untouched), unless only keys that may change on resume differ; those are recorded in result.json."""
+
 import pytest
 
 from beft.resume import ResumeError
 from beft.train import TrainingError, hooks
-
 from fault_entry import at
 from test_kill_points import Killed, _raise, train
 from train_helpers import result
 
-REFUSED = [   # overrides on resume -> the line's list of differences
+REFUSED = [  # overrides on resume -> the line's list of differences
     ({"lr": "0.1"}, "lr (0.01 -> 0.1)"),
     ({"task": "rte", "seed": 7}, "seed (42 -> 7), task (sst2 -> rte)"),
-    ({"bias": "q"}, "bias (v -> q)"),    # was a bare KeyError from the checkpoint's parameter names
+    ({"bias": "q"}, "bias (v -> q)"),  # was a bare KeyError from the checkpoint's parameter names
 ]
 
 
@@ -43,4 +43,6 @@ def test_allowed_changes_are_recorded(killed, tiny_dirs, capsys):
     assert "note: resume changes max_steps: 14 -> 16" in capsys.readouterr().out
     r = result(killed)
     assert r["steps"] == 16
-    assert r["resumes"] == [{"step": 10, "changed": {"log_every": [1, 2], "max_steps": [14, 16], "threads": [1, 0]}}]
+    assert r["resumes"] == [
+        {"step": 10, "changed": {"log_every": [1, 2], "max_steps": [14, 16], "threads": [1, 0]}}
+    ]

@@ -1,9 +1,10 @@
 """What a run prints and records: epochs numbered from 1 everywhere (metrics.jsonl, result.json,
 checkpoints' meta.json), an evaluation progress bar of its own, third-party load reports hidden
-unless log_level=debug, and a last line naming the metric, the output folder and what to open next."""
+unless log_level=debug, and a last line naming the metric, the output folder and what to open next.
+"""
+
 import json
 import logging
-
 
 from beft import quiet
 from beft.config import load_config
@@ -12,7 +13,9 @@ from train_helpers import base_args, result
 
 
 class Records(logging.Handler):
-    """What transformers' loggers emit (pytest's captures cannot see a handler's stream bound earlier)."""
+    """What transformers' loggers emit (pytest's captures cannot see a handler's stream bound
+    earlier)."""
+
     def __enter__(self):
         self.messages = []
         logging.getLogger("transformers").addHandler(self)
@@ -36,25 +39,35 @@ def test_epochs_bars_and_final_line(tiny_dirs, need_data, tmp_path, capfd):
     assert not logged.load_report()
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs if "eval" in r] == [1, 2]
-    assert [r["epoch"] for r in recs if "loss" in r] == [1, 1, 2, 2]       # 8 steps per epoch
+    assert [r["epoch"] for r in recs if "loss" in r] == [1, 1, 2, 2]  # 8 steps per epoch
     r = result(out)
     assert r["best_epoch"] in (1, 2)
     meta = json.loads((out / "checkpoints/last/meta.json").read_text())
     assert (meta["step"], meta["epoch"]) == (16, 2)
-    assert "\reval:   0%" in o.err and "\rtrain: 100%" in o.err   # its own bar (it clears when done)
+    assert "\reval:   0%" in o.err and "\rtrain: 100%" in o.err  # its own bar (it clears when done)
     assert "Loading weights" not in o.err
     m = r["main_metric"]
     assert o.out.splitlines()[-1] == (
         f"done: {m}={r['final'][m]:.4f} (best {r['best'][m]:.4f} at epoch {r['best_epoch']}), "
         f"{r['trainable']['trainable']:,} trained parameters -> {out}; next: {out}/result.json; "
-        f"{out}/metrics.jsonl; beft export {out} peft={out}_peft" + "".join(f" | warning: {w}" for w in r["warnings"]))
+        f"{out}/metrics.jsonl; beft export {out} peft={out}_peft"
+        + "".join(f" | warning: {w}" for w in r["warnings"])
+    )
 
 
 def test_log_level_debug_shows_what_info_hides(tiny_dirs):
     from transformers import AutoModelForSequenceClassification
+
     ds = logging.getLogger(quiet.DEEPSPEED)
-    accel = ds.makeRecord(ds.name, logging.WARNING, "/x/deepspeed/accelerator/real_accelerator.py", 213,
-                          "Setting accelerator to CPU.", None, None)
+    accel = ds.makeRecord(
+        ds.name,
+        logging.WARNING,
+        "/x/deepspeed/accelerator/real_accelerator.py",
+        213,
+        "Setting accelerator to CPU.",
+        None,
+        None,
+    )
     shown = {}
     try:
         for level in ("info", "debug"):
@@ -63,5 +76,5 @@ def test_log_level_debug_shows_what_info_hides(tiny_dirs):
                 AutoModelForSequenceClassification.from_pretrained(tiny_dirs["bert"], num_labels=2)
             shown[level] = (logged.load_report(), bool(ds.filter(accel)))
     finally:
-        quiet.apply("debug")   # the libraries' defaults for the tests that follow
+        quiet.apply("debug")  # the libraries' defaults for the tests that follow
     assert shown == {"info": (False, False), "debug": (True, True)}

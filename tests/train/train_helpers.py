@@ -14,14 +14,19 @@ from tiny import save_tiny
 from tolerance import assert_agree, max_diff  # noqa: F401  (re-exported for the tests)
 
 VENV_BIN = Path(sys.executable).parent
-FAULT_ENTRY = ROOT / "tests" / "train" / "fault_entry.py"   # launch(..., script=FAULT_ENTRY, env=faults)
+FAULT_ENTRY = (
+    ROOT / "tests" / "train" / "fault_entry.py"
+)  # launch(..., script=FAULT_ENTRY, env=faults)
 
 
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {"bert": save_tiny("bert", root / "bert"), "bert_dropout": save_tiny("bert", root / "bert_do", dropout=0.1),
-            "llama": save_tiny("llama", root / "llama")}
+    return {
+        "bert": save_tiny("bert", root / "bert"),
+        "bert_dropout": save_tiny("bert", root / "bert_do", dropout=0.1),
+        "llama": save_tiny("llama", root / "llama"),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -31,13 +36,26 @@ def need_data():
 
 
 BATCH, MAX_LENGTH = 8, 32
-TOKENS = BATCH * MAX_LENGTH      # terms of one step's backpropagated gradient under base_args (tolerance.py)
-ZO_FACTOR = 1 / (2 * 1e-3)       # (L+ - L-) / (2 zo.eps) magnifies the losses' rounding (default zo.eps)
+TOKENS = (
+    BATCH * MAX_LENGTH
+)  # terms of one step's backpropagated gradient under base_args (tolerance.py)
+ZO_FACTOR = 1 / (2 * 1e-3)  # (L+ - L-) / (2 zo.eps) magnifies the losses' rounding (default zo.eps)
 
 
 def base_args(model, out, **kw):
-    args = {"model": model, "task": "sst2", "bias": "v", "data.n_train": 64, "data.n_eval": 32, "epochs": 2,
-            "batch_size": BATCH, "lr": 1e-2, "data.max_length": MAX_LENGTH, "threads": 1, "output_dir": out}
+    args = {
+        "model": model,
+        "task": "sst2",
+        "bias": "v",
+        "data.n_train": 64,
+        "data.n_eval": 32,
+        "epochs": 2,
+        "batch_size": BATCH,
+        "lr": 1e-2,
+        "data.max_length": MAX_LENGTH,
+        "threads": 1,
+        "output_dir": out,
+    }
     args.update(kw)
     return [f"{k}={v}" for k, v in args.items()]
 
@@ -47,29 +65,62 @@ def launch(args, launcher="python", env=None, timeout=900, script=None):
     returns CompletedProcess, with .port the rendezvous port of a 2-rank launcher (a free one: runs
     started together must not share the default 29500). One process with neither a script nor fault
     injection: the same entry in this process (inprocess.run_main), no new Python."""
-    e = {"BEFT_DATA_DIR": str(DATA_DIR), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
-         **(env or {})}
+    e = {
+        "BEFT_DATA_DIR": str(DATA_DIR),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "DS_ACCELERATOR": "cpu",
+        **(env or {}),
+    }
     if launcher == "python" and script is None and not needs_process(env):
         from beft.commands.train import main
+
         return run_main(main, args, env=e, cwd=ROOT, argv0=str(ROOT / "launch" / "train.py"))
     script = str(script or ROOT / "launch" / "train.py")
     port = None if launcher == "python" else free_port()
     if launcher == "python":
         cmd = [sys.executable, script]
     elif launcher.startswith("deepspeed"):
-        cmd = [str(VENV_BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(port), script,
-               "--config", str(ROOT / "ds_configs" / f"{launcher.split(':')[1]}.json")]
-    elif launcher in ("fsdp", "ddp"):   # torchrun: --fsdp, or nothing asked (plain DDP)
-        cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port), script,
-               *(["--fsdp"] if launcher == "fsdp" else [])]
-    elif launcher.startswith("accelerate:"):   # a shipped accelerate config (2 processes)
-        cmd = [str(VENV_BIN / "accelerate"), "launch", "--config_file",
-               str(ROOT / "configs" / "accelerate" / f"{launcher.split(':')[1]}.yaml"),
-               "--main_process_port", str(port), script]
+        cmd = [
+            str(VENV_BIN / "deepspeed"),
+            "--num_gpus",
+            "2",
+            "--master_port",
+            str(port),
+            script,
+            "--config",
+            str(ROOT / "ds_configs" / f"{launcher.split(':')[1]}.json"),
+        ]
+    elif launcher in ("fsdp", "ddp"):  # torchrun: --fsdp, or nothing asked (plain DDP)
+        cmd = [
+            str(VENV_BIN / "torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            script,
+            *(["--fsdp"] if launcher == "fsdp" else []),
+        ]
+    elif launcher.startswith("accelerate:"):  # a shipped accelerate config (2 processes)
+        cmd = [
+            str(VENV_BIN / "accelerate"),
+            "launch",
+            "--config_file",
+            str(ROOT / "configs" / "accelerate" / f"{launcher.split(':')[1]}.yaml"),
+            "--main_process_port",
+            str(port),
+            script,
+        ]
     else:
         raise ValueError(launcher)
-    p = subprocess.run(cmd + args, capture_output=True, text=True, timeout=timeout, env={**os.environ, **e},
-                       cwd=str(ROOT))
+    p = subprocess.run(
+        cmd + args,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **e},
+        cwd=str(ROOT),
+    )
     p.port = port
     return p
 
@@ -90,14 +141,13 @@ def shm_buffers(port=None) -> set:
     return {n for n in names if port is None or n.rsplit("_", 2)[-2] == str(port)}
 
 
-
-
 def result(out) -> dict:
     return json.loads((Path(out) / "result.json").read_text())
 
 
 def adapter(out, name="adapter"):
     from beft.bias.adapter import read_adapter
+
     return read_adapter(Path(out) / name)[0]
 
 
@@ -111,5 +161,6 @@ def assert_runs_agree(a, b, *, lr=1e-2, reduction=TOKENS, factor=1.0, keys=None,
     x, y = adapter(a), adapter(b)
     if keys is not None:
         x, y = {k: x[k] for k in keys}, {k: y[k] for k in keys}
-    return assert_agree(x, y, steps=steps, reduction=reduction, lr=lr, factor=factor,
-                        what=what or f"{a} vs {b}")
+    return assert_agree(
+        x, y, steps=steps, reduction=reduction, lr=lr, factor=factor, what=what or f"{a} vs {b}"
+    )
