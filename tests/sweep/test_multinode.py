@@ -17,11 +17,7 @@ from beft.sweep.spec import SpecError, load_spec
 from paths import DATA_DIR, ROOT
 from ports import free_port
 from sweep_helpers import jobs, sweep, tiny_spec, wait_for
-from train_helpers import (
-    assert_runs_agree,
-    base_args,
-    result,
-)  # noqa: F401
+from train_helpers import assert_runs_agree, base_args, result
 
 
 # ------------------------------------------------------------------ where the ranks meet
