@@ -31,7 +31,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 test: install lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 test-fast: install lint
 	$(PY) -m pytest -q -m "not dist and not slow" tests
