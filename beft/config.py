@@ -115,7 +115,7 @@ class PeftConfig:
 
 @dataclass
 class ZOConfig:
-    """optim.kind=zo: SPSA / MeZO-style updates of the selected biases (beft/zo.py)."""
+    """optim.kind=zo: SPSA / MeZO-style updates of the selected biases (beft/zo/)."""
 
     eps: float = 1e-3  # perturbation scale
     n: int = 1  # perturbations per step (2 forward passes each; forward: 1 each + 1 shared)

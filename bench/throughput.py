@@ -97,7 +97,7 @@ def setup(name: str, setting: str, model, head: list[str]):
         apply_bias(model, "all" if setting == "bitfit" else "v", head=head)
         if (
             setting == "bv_ckpt"
-        ):  # exactly what beft/train.py does for activation_checkpointing=true
+        ):  # what the recipe does for activation_checkpointing=true
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
