@@ -72,7 +72,13 @@ def launch(args, launcher="python", env=None, timeout=900, script=None):
         "DS_ACCELERATOR": "cpu",
         **(env or {}),
     }
-    if launcher == "python" and script is None and not needs_process(env):
+    # the loop reads no fault variable: only the test-side entry does
+    if needs_process(env) and script is None:
+        raise ValueError(
+            "BEFT_KILL_AT / BEFT_TERM_AFTER_STEP are read by tests/train/fault_entry.py: "
+            "pass script=FAULT_ENTRY"
+        )
+    if launcher == "python" and script is None:
         from beft.commands.train import main
 
         return run_main(main, args, env=e, cwd=ROOT, argv0=str(ROOT / "launch" / "train.py"))
