@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 MIN_FREE_BYTES = 64 * 2**20
@@ -141,6 +142,19 @@ class RunDir:
             e.rename(target)
         self.previous.rmdir()
         return True
+
+    def failed(self, *, created: bool, started: bool) -> None:
+        """A run in this folder failed (not a SIGTERM stop, which leaves a checkpoint to resume):
+        the finished run it was replacing comes back; a folder the run created goes when the
+        failure came before training began. Rank 0 only."""
+        if self.restore_previous():
+            print(
+                f"the run failed; the finished run it was replacing is back in {self.path}",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif created and not started:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def drop_previous(self) -> None:
         shutil.rmtree(self.previous, ignore_errors=True)

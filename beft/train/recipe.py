@@ -9,31 +9,29 @@ It never asks which backend (beft/backends/protocol.py) or which step (beft/trai
 
 from __future__ import annotations
 
-import functools
 import math
 import random
-import shutil
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-from .. import __version__, health, methods, quiet, resume, stop, tracking
+from .. import methods, quiet, resume, stop, tracking
 from ..backends import dist
 from ..backends.choose import make_backend
-from ..bias.adapter import save_adapter
 from ..config import TrainConfig, dump_config
 from ..memory import PeakMemory, tune_allocator
-from ..models import base_identity, resolve_arch
 from ..models import load_config as load_model_config
+from ..models import resolve_arch
 from ..outputs import RunDir, atomic_write_json, atomic_write_text
-from ..tasks import label_maps, task_for
+from ..tasks import task_for
 from . import checkpoint, checks, hooks
 from . import step as steps
+from .adapter_writer import AdapterWriter
+from .batches import Batches
 from .errors import TrainingError
+from .evaluate import evaluate
 from .optim import lr_lambda, optimizer_builder
-from .report import done_line, memory_report, progress, result_record
+from .report import announce_line, done_line, memory_report, progress, result_record, step_record
 from .state import TrainState
 
 
@@ -41,6 +39,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.run_dir = RunDir(cfg.output_dir)
+        self.bar = None
 
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -59,23 +58,19 @@ class Trainer:
         dist.barrier()
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-
         if cfg.bias == "auto":  # the ranking run's choice; config.yaml records the resolved target
             from ..rank import auto_target
 
             cfg.bias = auto_target(cfg.rank_from)
-        if cfg.resume:  # refuse a changed config before loading anything (beft/resume.py)
-            self.resume_changes = resume.check(self.run_dir, cfg)
+        changes = resume.check(self.run_dir, cfg) if cfg.resume else {}  # before anything loads
         model_cfg = load_model_config(cfg.model)
         self.arch = resolve_arch(cfg.arch, model_cfg)
         checks.check_arch(cfg, self.arch, model_cfg)
-        self.task = task_for(
-            cfg.task, self.arch, cfg.data
-        )  # own data: every split read and checked here
+        self.task = task_for(cfg.task, self.arch, cfg.data)  # own data: every split read here
         self.splits = self.task.load(
             cfg.data_dir, cfg.regime, cfg.seed, cfg.data.n_train, cfg.data.n_eval
         )
-        self.micro = checks.micro_batch(cfg, dist.world_size(), len(self.splits.train))
+        micro = checks.micro_batch(cfg, dist.world_size(), len(self.splits.train))
         self._build_model()
         self.steps_per_epoch = len(self.splits.train) // cfg.batch_size
         total = cfg.epochs * self.steps_per_epoch if cfg.epochs else cfg.max_steps
@@ -83,35 +78,33 @@ class Trainer:
         self.head_lr = cfg.zo.head_lr if cfg.optim.kind == "zo" and cfg.zo.head_lr else cfg.lr
         warmup = cfg.optim.warmup_steps or int(cfg.optim.warmup_ratio * self.total_steps)
         self.lr_fn = lr_lambda(self.total_steps, warmup, cfg.optim.schedule)
-        # the backend may replace parameters (FSDP2 shards them into DTensors): keep its handles
-        if self.method.trains:
-            self.params = self.backend.prepare(
-                self.model, self.params, optimizer_builder(cfg, self.head_lr, self.lr_fn)
-            )
+        if self.method.trains:  # the backend may replace parameters (FSDP2: DTensor shards)
+            optim = optimizer_builder(cfg, self.head_lr, self.lr_fn)
+            self.params = self.backend.prepare(self.model, self.params, optim)
         else:  # evaluation only: no optimizer
             checks.check_evaluates(cfg, self.backend)
             self.backend.model = self.model
         if self.selection is not None:
             self.backend.fill_initial(self.selection)
-        self.step = steps.build(
-            cfg,
-            self.model,
-            self.params,
-            self.selection,
-            self.backend,
-            self.task,
-            self.head_lr,
-            self.lr_fn,
-        )
+        self.step = steps.build(cfg, self.model, self.params, self.selection, self.backend,
+                                self.task, self.head_lr, self.lr_fn)  # fmt: skip
+        self.batches = Batches(self.splits.train, self.collate, micro, cfg.optim.grad_accum,
+                               cfg.seed, self.backend.device)  # fmt: skip
         self.state = TrainState()
         if cfg.resume and (self.run_dir.last_checkpoint / "meta.json").is_file():
-            self._resume()
-        elif (
-            cfg.resume and self.rank0
-        ):  # no checkpoint yet: the run starts over, and so does its log
+            self.state = checkpoint.resume(self.run_dir, self.backend, self.params, self.step,
+                                           self.total_steps, changes, self.rank0)  # fmt: skip
+        elif cfg.resume and self.rank0:  # no checkpoint yet: the run starts over, so does its log
             self.run_dir.truncate_metrics(0, lines=0)
         if self.rank0:
-            self._announce()
+            atomic_write_text(self.run_dir.config, dump_config(cfg))
+            resume_step = self.state.step if cfg.resume else None
+            self.trackers = tracking.Trackers(cfg.report_to, self.run_dir.path, cfg.to_dict(),
+                                              resume_step=resume_step)  # fmt: skip
+            print(announce_line(cfg, self.arch, self.backend.kind, self.counts, self.splits),
+                  flush=True)  # fmt: skip
+            for note in self.splits.notes:
+                print(f"note: {note}", flush=True)
         dist.barrier()
 
     def _build_model(self) -> None:
@@ -121,120 +114,45 @@ class Trainer:
             from ..backends import quant as q
 
             quant = q.quantization_config(8 if cfg.quant == "8bit" else 4)
-        num_labels = self.task.num_labels
         self.model, self.tokenizer, head = self.backend.load_model(
-            cfg.model, self.arch, num_labels=num_labels, quantization_config=quant
+            cfg.model, self.arch, num_labels=self.task.num_labels, quantization_config=quant
         )
-        self.method = methods.build(
-            cfg.method, self.model, cfg, head, read_full=self.backend.full_state
-        )
-        self.selection, self.params, self.counts = (
-            self.method.selection,
-            self.method.params,
-            self.method.trainable,
-        )
-        if self.method.model is not None:
-            self.model = self.method.model
-        if self.method.task_transform is not None:
-            self.task = self.method.task_transform(self.task, self.splits)
-        self.splits.notes.extend(self.method.notes)
+        m = self.method = methods.build(cfg.method, self.model, cfg, head,
+                                        read_full=self.backend.full_state)  # fmt: skip
+        self.selection, self.params, self.counts = m.selection, m.params, m.trainable
+        self.model = m.model if m.model is not None else self.model
+        if m.task_transform is not None:
+            self.task = m.task_transform(self.task, self.splits)
+        self.splits.notes.extend(m.notes)
+        self.adapter = AdapterWriter(cfg, m, self.model, self.task)
         checks.check_fused_slices(cfg, self.selection, self.backend)
         checks.activation_checkpointing(cfg, self.model)
 
-    def _resume(self) -> None:
-        last = self.run_dir.last_checkpoint
-        self.state = st = TrainState.from_dict(self.backend.load_checkpoint(last, self.params))
-        if st.step_state:
-            self.step.load_state_dict(st.step_state)
-        if st.step > self.total_steps:
-            raise TrainingError(
-                f"resume=true: the checkpoint is at step {st.step}, past this "
-                f"config's {self.total_steps} steps; raise max_steps or epochs"
-            )
-        st.resumes = [*(st.resumes or []), {"step": st.step, "changed": self.resume_changes}]
-        if self.rank0:
-            self.run_dir.truncate_metrics(st.step, resume.log_lines(last / "meta.json"))
-            for k, (was, now) in self.resume_changes.items():
-                print(f"note: resume changes {k}: {was} -> {now}", flush=True)
-            print(
-                f"resumed from step {st.step} (epoch {st.epoch}, batch {st.batch_in_epoch})",
-                flush=True,
-            )
-
-    def _announce(self) -> None:
-        cfg, c = self.cfg, self.counts
-        atomic_write_text(self.run_dir.config, dump_config(cfg))
-        self.trackers = tracking.Trackers(
-            cfg.report_to,
-            self.run_dir.path,
-            cfg.to_dict(),
-            resume_step=self.state.step if cfg.resume else None,
-        )
-        print(
-            f"beft {__version__}: {cfg.model} ({self.arch}) task={cfg.task} method={cfg.method} "
-            f"bias={cfg.bias} backend={self.backend.kind} world={dist.world_size()} | trainable "
-            f"{c.trainable:,} (bias {c.bias:,} = {c.bias_per_mille:.4f} per mille, head "
-            f"{c.head:,}) | train {len(self.splits.train)} eval {len(self.splits.eval)}",
-            flush=True,
-        )
-        for note in self.splits.notes:
-            print(f"note: {note}", flush=True)
+    def collate(self, examples: list[dict]) -> dict:
+        return self.task.collate(self.tokenizer, examples, self.cfg.data.max_length)
 
     # ------------------------------------------------------------------------------ train
-    def order(self, epoch: int) -> list[int]:
-        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-        return torch.randperm(len(self.splits.train), generator=g).tolist()
-
-    def local_batches(self, global_idx: list[int]) -> list[list[dict]]:
-        """This rank's micro-batches of one global batch (rank-contiguous shards)."""
-        r, m, accum = dist.rank(), self.micro, self.cfg.optim.grad_accum
-        mine = global_idx[r * m * accum : (r + 1) * m * accum]
-        return [[self.splits.train[i] for i in mine[k * m : (k + 1) * m]] for k in range(accum)]
-
-    def to_device(self, batch: dict) -> dict:
-        dev = self.backend.device
-        return {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-    def _micro_batches(self, global_idx: list[int]):
-        """This rank's collated micro-batches, counting their tokens as they go."""
-        for micro in self.local_batches(global_idx):
-            batch = self.to_device(
-                self.task.collate(self.tokenizer, micro, self.cfg.data.max_length)
-            )
-            self._tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
-            yield batch
-
     def train(self) -> None:
-        cfg, st = self.cfg, self.state
-        model = self.backend.model
+        cfg, st, model = self.cfg, self.state, self.backend.model
         if not self.method.trains:  # zero-shot / ICL: one evaluation, no steps
-            self.evaluate_epoch(0)
-            return
-        bar = None
+            return self.evaluate_epoch(0)
         if self.rank0:
-            self.bar = bar = progress(self.total_steps, "train", initial=st.step)
+            self.bar = progress(self.total_steps, "train", initial=st.step)
         if st.step == 0:
             self.step.before_training(self)
-        t_log, n_log, self._tokens = time.perf_counter(), 0, 0
+        t_log, n_log, _ = time.perf_counter(), 0, self.batches.take_tokens()
         t_start = time.perf_counter() - st.train_seconds
-        while (
-            st.step < self.total_steps or not st.final_evaluated()
-        ):  # a kill may have cut the last evaluation
-            epoch = st.epoch
-            order = self.order(epoch)
+        while st.step < self.total_steps or not st.final_evaluated():  # a kill may cut the last
+            epoch, order = st.epoch, self.batches.order(st.epoch)
             model.train()
             for b in range(st.batch_in_epoch, self.steps_per_epoch):
                 if st.step >= self.total_steps:
                     break
-                loss, grad_norm = self.step.run(
-                    model,
-                    self._micro_batches(order[b * cfg.batch_size : (b + 1) * cfg.batch_size]),
-                    st.step,
-                )
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                loss, grad_norm = self.step.run(model, self.batches.micro_batches(idx), st.step)
                 if self.method.after_step is not None:
                     self.backend.after_step(self.method.after_step, self.selection)
-                st.step += 1
-                st.batch_in_epoch = b + 1
+                st.step, st.batch_in_epoch = st.step + 1, b + 1
                 hooks.point("stepped", st.step)  # fault injection (tests only): beft/train/hooks.py
                 loss_value, stopping = dist.mean_and_any(loss, stop.requested())
                 if not math.isfinite(loss_value):
@@ -246,25 +164,17 @@ class Trainer:
                     st.first_loss = loss_value
                 n_log += cfg.batch_size
                 if self.rank0:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+                    self.bar.update(1)
+                    self.bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
                 if st.step % cfg.log_every == 0 or st.step == self.total_steps:
-                    dt = time.perf_counter() - t_log
-                    rec = {
-                        "step": st.step,
-                        "epoch": epoch + 1,
-                        "loss": loss_value,
-                        "lr": cfg.lr * self.lr_fn(st.step - 1),
-                        "grad_norm": grad_norm,
-                        "examples_per_s": n_log / dt,
-                        "tokens_per_s": dist.mean(self._tokens) * dist.world_size() / dt,
-                    }
+                    lr, dt = cfg.lr * self.lr_fn(st.step - 1), time.perf_counter() - t_log
+                    rec = step_record(st.step, epoch + 1, loss_value, lr, grad_norm, n_log,
+                                      self.batches.take_tokens(), dt)  # fmt: skip
                     if self.rank0:
                         self.log(rec)
-                        bar.set_postfix(
-                            loss=f"{loss_value:.4f}", ex_s=f"{rec['examples_per_s']:.1f}"
-                        )
-                    t_log, n_log, self._tokens = time.perf_counter(), 0, 0
+                        ex_s = f"{rec['examples_per_s']:.1f}"
+                        self.bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=ex_s)
+                    t_log, n_log = time.perf_counter(), 0
                 hooks.point("step", st.step)
                 if stopping:
                     st.train_seconds = time.perf_counter() - t_start
@@ -274,11 +184,8 @@ class Trainer:
                         f"step {st.step}; checkpoint written to {self.run_dir.last_checkpoint}; "
                         "rerun with resume=true to continue"
                     )
-                if (
-                    cfg.checkpoint.every_steps
-                    and st.step % cfg.checkpoint.every_steps == 0
-                    and st.batch_in_epoch < self.steps_per_epoch
-                ):
+                every = cfg.checkpoint.every_steps
+                if every and st.step % every == 0 and st.batch_in_epoch < self.steps_per_epoch:
                     st.train_seconds = time.perf_counter() - t_start
                     self.save_checkpoint()
             if st.batch_in_epoch >= self.steps_per_epoch or st.step >= self.total_steps:
@@ -289,63 +196,32 @@ class Trainer:
                     st.epoch, st.batch_in_epoch = epoch + 1, 0
                 st.train_seconds = time.perf_counter() - t_start
                 self.save_checkpoint()
-                if (
-                    bar is not None and not last
-                ):  # the training bar's rate leaves out evaluation and checkpoints
-                    bar.unpause()
-        if bar is not None:
-            bar.close()
+                if self.bar is not None and not last:  # the bar's rate leaves out eval and saving
+                    self.bar.unpause()
+        if self.bar is not None:
+            self.bar.close()
 
     # ------------------------------------------------------------------------------ evaluate
     def evaluate(self) -> dict:
-        """Every rank evaluates the whole split (ZeRO-3 and FSDP need all ranks in lockstep)."""
-        model = self.backend.model
-        model.eval()
-        preds = []
-        bs = self.cfg.data.eval_batch_size
-        bar = progress(len(self.splits.eval), "eval", leave=False) if self.rank0 else None
-        with torch.no_grad(), self.backend.autocast():
-            for i in range(0, len(self.splits.eval), bs):
-                ex = self.splits.eval[i : i + bs]
-                batch = self.to_device(
-                    self.task.collate(self.tokenizer, ex, self.cfg.data.max_length)
-                )
-                # ranks that shard the parameters run every forward together, however long each
-                # generates
-                kw = (
-                    {"synced_gpus": True}
-                    if self.task.generates and self.backend.shards_parameters
-                    else {}
-                )
-                preds.extend(self.task.predict(model, batch, **kw))
-                if bar is not None:
-                    bar.update(len(ex))
-        if bar is not None:
-            bar.close()
-        model.train()
-        self.backend.release()
-        return {k: float(v) for k, v in self.task.metrics(preds, self.splits.eval).items()}
+        """The task's metrics on the evaluation split (every rank evaluates all of it)."""
+        return evaluate(self.backend.model, self.task, self.splits.eval, self.collate,
+                        self.backend, self.cfg.data.eval_batch_size, self.rank0)  # fmt: skip
 
     def evaluate_epoch(self, epoch: int) -> None:
         """epoch: numbered from 1 (the epoch the last step belongs to), as in checkpoints'
-        meta.json;
-        0 for a method that only evaluates."""
-        st = self.state
-        metrics = self.evaluate()
-        main = metrics[self.task.main_metric]
+        meta.json; 0 for a method that only evaluates."""
+        st, metrics = self.state, self.evaluate()
+        main = self.task.main_metric
         st.evals.append({"epoch": epoch, "step": st.step, **metrics})
-        if st.best is None or main > st.best[self.task.main_metric]:
+        if st.best is None or metrics[main] > st.best[main]:
             st.best, st.best_epoch = metrics, epoch
-            self.best_state = self.backend.full_state(self.params)
+            best_state = self.backend.full_state(self.params)
             if self.rank0 and self.selection is not None:
-                self._save_adapter(self.run_dir.path / "adapter_best", self.best_state)
+                self.adapter.write(self.run_dir.path / "adapter_best", best_state)
         if self.rank0:
             self.log({"step": st.step, "epoch": epoch, "eval": metrics})
-            print(
-                f"epoch {epoch} step {st.step}: "
-                + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
-                flush=True,
-            )
+            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            print(f"epoch {epoch} step {st.step}: {shown}", flush=True)
         hooks.point("eval", st.step)
 
     def log(self, record: dict) -> None:  # rank 0: metrics.jsonl and the trackers (report_to)
@@ -353,32 +229,9 @@ class Trainer:
         self.trackers.log(record)
 
     def save_checkpoint(self) -> None:
-        """Trainable parameters, optimizer, scheduler, RNG and data position; never the frozen
-        base."""
+        """Trainable parameters, optimizer, scheduler, RNG, data position; never the frozen base."""
         self.state.step_state = self.step.state_dict()
         checkpoint.save(self.run_dir, self.backend, self.params, self.state, self.cfg, self.rank0)
-
-    def _save_adapter(self, directory: Path, state: dict) -> None:
-        if self.method.adapter_state is not None:  # e.g. reparametrised: write b_0 + delta
-            state = self.method.adapter_state(state)
-        save_adapter(
-            directory,
-            self.selection,
-            self.model,
-            state=state,
-            extra_meta={
-                "task": self.cfg.task,
-                "seed": self.cfg.seed,
-                "method": self.cfg.method,
-                **self.base_meta,
-                **label_maps(self.task.labels),
-            },
-        )
-
-    @functools.cached_property
-    def base_meta(self) -> dict:
-        """The base as the user named it, where it was found, its config.json's hash (read once)."""
-        return base_identity(self.cfg.model)
 
     # ------------------------------------------------------------------------------ cleanup
     def cleanup(self) -> dict | None:
@@ -389,69 +242,42 @@ class Trainer:
         result = None
         if self.rank0:
             if self.selection is not None:
-                self._save_adapter(self.run_dir.adapter, final_state)
+                self.adapter.write(self.run_dir.adapter, final_state)
             hooks.point("result")
-            final = st.evals[-1] if st.evals else None
-            warnings = health.loss_warnings(
-                st.first_loss, [r["loss"] for r in self.run_dir.records() if "loss" in r]
-            ) + health.baseline_warnings(self.task, self.splits.eval, final)
-            result = result_record(
-                cfg,
-                st,
-                task=self.task,
-                splits=self.splits,
-                arch=self.arch,
-                counts=self.counts.as_dict(),
-                backend=self.backend.kind,
-                shards=shards,
-                memory=memory,
-                warnings=warnings,
-            )
+            losses = [r["loss"] for r in self.run_dir.records() if "loss" in r]
+            result = result_record(cfg, st, task=self.task, splits=self.splits, arch=self.arch,
+                                   counts=self.counts.as_dict(), backend=self.backend.kind,
+                                   shards=shards, memory=memory, losses=losses)  # fmt: skip
             atomic_write_json(self.run_dir.result, result)  # last: its presence means finished
             self.trackers.close()
-            print(
-                done_line(
-                    result, self.run_dir.path, cfg.report_to, self.selection is not None, warnings
-                ),
-                flush=True,
-            )
+            adapter = self.selection is not None
+            print(done_line(result, self.run_dir.path, cfg.report_to, adapter), flush=True)
         dist.barrier()
         self.backend.cleanup()
         return result
 
     def run(self) -> dict | None:
-        """setup, train, cleanup. If it fails (not a SIGTERM stop, which leaves a checkpoint to
-        resume): a finished run it was replacing (overwrite=true) comes back, and a folder this
-        run created is removed when the failure came before training began."""
-        created = not self.run_dir.path.exists()
-        started = False
+        """setup, train, cleanup. A failure (not a SIGTERM stop, which leaves a checkpoint to
+        resume) puts back a finished run it was replacing (beft/outputs.py RunDir.failed)."""
+        created, started = not self.run_dir.path.exists(), False
         tune_allocator()
         self.memory, t0 = PeakMemory().start(), time.perf_counter()
         try:
             self.setup()
-            self.setup_seconds = time.perf_counter() - t0
-            started = True
+            self.setup_seconds, started = time.perf_counter() - t0, True
             previous = stop.install()
             try:
                 self.train()
             finally:
                 stop.restore(previous)
-                if getattr(self, "bar", None) is not None:  # an error then starts on its own line
+                if self.bar is not None:  # an error then starts on its own line
                     self.bar.close()
             result = self.cleanup()
         except stop.Stopped:
             raise
         except BaseException:
             if dist.env_rank() == 0:
-                if self.run_dir.restore_previous():
-                    print(
-                        "the run failed; the finished run it was replacing is back in"
-                        f" {self.run_dir.path}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                elif created and not started:
-                    shutil.rmtree(self.run_dir.path, ignore_errors=True)
+                self.run_dir.failed(created=created, started=started)
             raise
         if self.rank0:
             self.run_dir.drop_previous()

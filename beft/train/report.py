@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .. import __version__, health
 from ..backends import dist
 
 
@@ -16,9 +16,32 @@ def progress(total: int, desc: str, **kw):
     return tqdm(total=total, desc=desc, dynamic_ncols=True, mininterval=1.0, **kw)
 
 
-def done_line(
-    result: dict, folder: Path, report_to: str, adapter: bool, warnings: list[str] = ()
-) -> str:
+def announce_line(cfg, arch: str, backend: str, counts, splits) -> str:
+    """The run's first line: what trains, on what, how many parameters, how many examples."""
+    c = counts
+    return (
+        f"beft {__version__}: {cfg.model} ({arch}) task={cfg.task} method={cfg.method} "
+        f"bias={cfg.bias} backend={backend} world={dist.world_size()} | trainable "
+        f"{c.trainable:,} (bias {c.bias:,} = {c.bias_per_mille:.4f} per mille, head "
+        f"{c.head:,}) | train {len(splits.train)} eval {len(splits.eval)}"
+    )
+
+
+def step_record(step: int, epoch: int, loss: float, lr: float, grad_norm, examples: int,
+                tokens: int, seconds: float) -> dict:
+    """One metrics.jsonl line of training (tokens: this rank's; the rate is over all ranks)."""
+    return {
+        "step": step,
+        "epoch": epoch,
+        "loss": loss,
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "examples_per_s": examples / seconds,
+        "tokens_per_s": dist.mean(tokens) * dist.world_size() / seconds,
+    }
+
+
+def done_line(result: dict, folder: Path, report_to: str, adapter: bool) -> str:
     """The run's last line: the main metric (final and best), the output folder, where to look next,
     then any warning (e.g. the loss diverged)."""
     m = result["main_metric"]
@@ -34,7 +57,7 @@ def done_line(
         f"done: {m}={final:.4f} (best {best:.4f} at epoch {result['best_epoch']}),"
         f" {result['trainable']['trainable']:,} trained parameters -> {folder}; next:"
         f" {'; '.join(nxt)}"
-        + "".join(f" | warning: {w}" for w in warnings)
+        + "".join(f" | warning: {w}" for w in result["warnings"])
     )
 
 
@@ -69,12 +92,17 @@ def result_record(
     backend: str,
     shards: dict,
     memory: dict,
-    warnings: list[str],
+    losses: list[float],
 ) -> dict:
-    """result.json of a finished run (st: its TrainState)."""
+    """result.json of a finished run (st: its TrainState; losses: the logged training losses, in
+    order, for the health warnings of beft/health.py)."""
+    final = st.evals[-1] if st.evals else None
+    warnings = health.loss_warnings(st.first_loss, losses) + health.baseline_warnings(
+        task, splits.eval, final
+    )
     return {
         "status": "finished",
-        "final": st.evals[-1] if st.evals else None,
+        "final": final,
         "best": st.best,
         "best_epoch": st.best_epoch,
         "main_metric": task.main_metric,

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..backends import dist
+from ..train.batches import to_device
 from ..train.errors import TrainingError
 
 
@@ -282,11 +283,7 @@ class ZOStep:
         mine = list(range(n))[dist.rank() :: world]
         bs = cfg.data.eval_batch_size
         batches = (
-            run.to_device(
-                self.task.collate(
-                    run.tokenizer, [train[i] for i in mine[j : j + bs]], cfg.data.max_length
-                )
-            )
+            to_device(run.collate([train[i] for i in mine[j : j + bs]]), self.backend.device)
             for j in range(0, len(mine), bs)
         )
         t = time.perf_counter()

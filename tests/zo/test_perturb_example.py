@@ -6,6 +6,7 @@ import torch
 
 from beft.config import load_config
 from beft.train import Trainer
+from beft.train.batches import to_device
 from beft.zo.estimator import ZOOptimizer, perturbation
 from train_helpers import (
     BATCH,
@@ -209,8 +210,8 @@ def test_fused_qkv_moves_only_the_selected_slice(perturb, need_data, tmp_path):
     )
     (param, frozen, _), *_ = t.selection.frozen_slices
     before = param.detach().clone()
-    order = t.order(0)
-    batch = t.to_device(t.task.collate(t.tokenizer, [t.splits.train[i] for i in order[:8]], 32))
+    order = t.batches.order(0)
+    batch = to_device(t.collate([t.splits.train[i] for i in order[:8]]), t.backend.device)
     t.step.run(t.backend.model, [batch], 0)  # no after_step: ZO alone must keep the slice
     moved = (param.detach() - before).abs()
     trained = torch.ones(param.numel(), dtype=torch.bool)
