@@ -6,9 +6,9 @@ venv on a free port, PATH = a tiny random BERT, and tiny settings appended to ev
 trains (2 steps, 16 examples, length 32: training and ranking runs), to benchmarks (one round at
 2 x 16 tokens, no memory workers) and to the sweeps a page submits (the first value of each grid
 axis, the tiny settings in `config:`), so the whole page runs in minutes. beft's own commands
-(`beft`, launch/*.py, slurm/sweep.py, bench/throughput.py) run in this process
-(tests/inprocess.py: no new Python, torch and transformers per line); launchers and python blocks
-(scripts in the same folder) run as processes. The own-data examples get small files of the named
+(`beft`, launch/*.py, slurm/sweep.py, bench/throughput.py) and python blocks (scripts in the same
+folder) run in this process (tests/inprocess.py: no new Python, torch and transformers per line);
+launchers and other scripts run as processes. The own-data examples get small files of the named
 shapes. A YAML block that names a shipped file in its first line shows that file exactly."""
 
 import json
@@ -93,16 +93,19 @@ def submitted_specs(page: Path) -> set[str]:
 
 
 def tiny_spec(spec: str, folder: Path) -> Path:
-    """A copy of a sweep spec that runs in seconds: one value per grid axis, TINY in `config`
-    (and out of the per-model / per-task overrides, which would win over it)."""
+    """A copy of a sweep spec that runs in seconds: one value per grid axis (overrides of the
+    others dropped), TINY in `config` (and out of the per-model / per-task overrides, which would
+    win over it)."""
     data = yaml.safe_load((ROOT / spec).read_text())
     tiny = {k: yaml.safe_load(v) for k, v in (t.split("=", 1) for t in TINY)}
     data["grid"] = {k: v[:1] if isinstance(v, list) else v for k, v in data["grid"].items()}
     data["config"] = {**data.get("config", {}), **tiny}
-    for section in ("per_model", "per_task"):
-        for over in (data.get(section) or {}).values():
-            for k in tiny:
-                over.pop(k, None)
+    for section, axis in (("per_model", "model"), ("per_task", "task")):
+        data[section] = {
+            name: {k: v for k, v in over.items() if k not in tiny}
+            for name, over in (data.get(section) or {}).items()
+            if name in data["grid"].get(axis, [])
+        }
     out = folder / "_tiny_specs" / Path(spec).name
     out.parent.mkdir(exist_ok=True)
     out.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -141,6 +144,17 @@ def execute(cmd: list[str], cwd: Path, env: dict):
     return subprocess.run(
         cmd, cwd=str(cwd), env={**os.environ, **env}, capture_output=True, text=True, timeout=900
     )
+
+
+def run_block(script: Path, cwd: Path, env: dict):
+    """A python block as `python SCRIPT` runs it, in this process."""
+    import runpy
+
+    def main(argv: list[str]) -> int:
+        runpy.run_path(str(script), run_name="__main__")
+        return 0
+
+    return run_main(main, [], env=env, cwd=cwd, argv0=str(script))
 
 
 def own_data(folder: Path) -> None:
@@ -204,10 +218,10 @@ def test_runnable_blocks_run(page, tmp_path):
         if kind == "python":
             script = tmp_path / f"block{i}.py"
             script.write_text(text.replace("path/to/all-MiniLM-L6-v2", resolve("minilm")))
-            runs = [[sys.executable, str(script)]]
-        else:
-            runs = [rewrite(words, tiny_model, specs) for words in commands(text)]
-        for cmd in runs:
+            p = run_block(script, tmp_path, env)
+            assert p.returncode == 0, f"{page.name}: python block {i}\n{p.stderr[-2000:]}"
+            continue
+        for cmd in [rewrite(words, tiny_model, specs) for words in commands(text)]:
             p = execute(cmd, tmp_path, env)
             assert p.returncode == 0, f"{page.name}: {' '.join(cmd)}\n{p.stderr[-2000:]}"
 
