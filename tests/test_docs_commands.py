@@ -98,7 +98,7 @@ def tiny_spec(spec: str, folder: Path) -> Path:
     win over it)."""
     data = yaml.safe_load((ROOT / spec).read_text())
     tiny = {k: yaml.safe_load(v) for k, v in (t.split("=", 1) for t in TINY)}
-    data["grid"] = {k: v[:1] if isinstance(v, list) else v for k, v in data["grid"].items()}
+    data["grid"] = {k: (v if isinstance(v, list) else [v])[:1] for k, v in data["grid"].items()}
     data["config"] = {**data.get("config", {}), **tiny}
     for section, axis in (("per_model", "model"), ("per_task", "task")):
         data[section] = {
