@@ -7,6 +7,7 @@ floors, on all-MiniLM-L6-v2 and a SmolLM2-135M-shaped LLaMA (CPU, fp32).
     python bench/throughput.py --quick              # 1 timed round, MiniLM only, no memory
     python bench/throughput.py --models smollm2 --rounds 5 --threads 1
     python bench/throughput.py --settings bv bv_ckpt bv_zo fwd fwd_eval --ref bv
+    python bench/throughput.py --models smollm2 --batch 1 --seq 2048   # your own batch x length
     python bench/throughput.py --peak minilm bv     # worker: one setting's peak memory, as JSON
 
 Settings: full, bitfit, bv, peft_bv, lora (first-order, AdamW); bv_ckpt (b_v, activation
@@ -78,8 +79,14 @@ def base_model(name: str):
     return tf.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32), []
 
 
-def batch_for(name: str, vocab: int) -> dict:
+def shape_of(name: str, batch: int | None = None, seq: int | None = None) -> tuple[int, int]:
+    """(batch, tokens): the model's default shape (SHAPES), with --batch / --seq where given."""
     b, t = SHAPES[name]
+    return batch or b, seq or t
+
+
+def batch_for(name: str, vocab: int, shape: tuple[int, int]) -> dict:
+    b, t = shape
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(100, vocab - 100, (b, t), generator=g)
     labels = torch.randint(0, 2, (b,), generator=g) if name == "minilm" else ids
@@ -163,12 +170,12 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
-def peak_worker(name: str, setting: str, steps: int = 2) -> dict:
+def peak_worker(name: str, setting: str, shape: tuple[int, int], steps: int = 2) -> dict:
     """Peak RSS over the loaded-model baseline for a few steps of one setting (run in a fresh
     process)."""
     model, head = base_model(name)
     model, params = setup(name, setting, model, head)
-    batch = batch_for(name, model.config.vocab_size)
+    batch = batch_for(name, model.config.vocab_size, shape)
     step = make_step(model, params, batch, setting)
     # warm-up on a tiny batch: kernel and autograd-engine initialisation is not training memory
     small = {k: v[:1, :8] if v.dim() == 2 else v[:1] for k, v in batch.items()}
@@ -207,7 +214,9 @@ def peak_worker(name: str, setting: str, steps: int = 2) -> dict:
     }
 
 
-def measure_peak(name: str, setting: str, threads: int = 1, timeout: float = 600) -> dict:
+def measure_peak(
+    name: str, setting: str, shape: tuple[int, int], threads: int = 1, timeout: float = 600
+) -> dict:
     """Run peak_worker in a fresh interpreter."""
     # a fixed mmap threshold makes glibc return every freed tensor to the OS, so that the RSS
     # peak follows live tensor memory (like torch.cuda.max_memory_allocated) instead of malloc's
@@ -222,6 +231,10 @@ def measure_peak(name: str, setting: str, threads: int = 1, timeout: float = 600
             setting,
             "--threads",
             str(threads),
+            "--batch",
+            str(shape[0]),
+            "--seq",
+            str(shape[1]),
         ],
         capture_output=True,
         text=True,
@@ -234,10 +247,12 @@ def measure_peak(name: str, setting: str, threads: int = 1, timeout: float = 600
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def time_settings(name: str, settings: list[str], rounds: int, log=print) -> dict:
+def time_settings(
+    name: str, settings: list[str], rounds: int, shape: tuple[int, int], log=print
+) -> dict:
     """Interleaved timing: one step per setting per round, after one warm-up round."""
     base, head = base_model(name)
-    batch = batch_for(name, base.config.vocab_size)
+    batch = batch_for(name, base.config.vocab_size, shape)
     steps, trainable = {}, {}
     for s in settings:
         model, params = setup(name, s, copy.deepcopy(base), head)
@@ -254,12 +269,12 @@ def time_settings(name: str, settings: list[str], rounds: int, log=print) -> dic
                 times[s].append(dt)
         if r > 0:
             log(f"  {name} round {r}: " + "  ".join(f"{s} {times[s][-1]:.3f}s" for s in settings))
-    return {"times": times, "trainable": trainable, "tokens": SHAPES[name][0] * SHAPES[name][1]}
+    return {"times": times, "trainable": trainable, "shape": shape, "tokens": shape[0] * shape[1]}
 
 
 def table(name: str, res: dict, mem: dict | None, ref: str) -> str:
     times, base = res["times"], res["times"][ref]
-    b, t = SHAPES[name]
+    b, t = res["shape"]
     lines = [
         f"### {name} (batch {b} x {t} tokens, fp32)",
         "",
@@ -320,13 +335,15 @@ def main(argv=None) -> int:
         default=1,
         help="peak-memory workers run at once (memory is per process)",
     )
+    ap.add_argument("--batch", type=int, help="batch size (default: minilm 16, smollm2 4)")
+    ap.add_argument("--seq", type=int, help="tokens per example (default: minilm 128, smollm2 256)")
     ap.add_argument("--quick", action="store_true", help="MiniLM only, 1 timed round, no memory")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--peak", nargs=2, metavar=("MODEL", "SETTING"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.peak:
-        print(json.dumps(peak_worker(*args.peak)))
+        print(json.dumps(peak_worker(*args.peak, shape_of(args.peak[0], args.batch, args.seq))))
         return 0
     models = ["minilm"] if args.quick else args.models
     ref = args.ref or ("full" if "full" in args.settings else args.settings[0])
@@ -335,13 +352,16 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs visible")
     for name in models:
         rounds = 1 if args.quick else (args.rounds or {"minilm": 5, "smollm2": 3}[name])
-        res = time_settings(name, args.settings, rounds)
+        shape = shape_of(name, args.batch, args.seq)
+        res = time_settings(name, args.settings, rounds, shape)
         mem = None
         if not (args.quick or args.no_memory):
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-                peaks = pool.map(lambda s: measure_peak(name, s, args.threads), args.settings)
+                peaks = pool.map(
+                    lambda s: measure_peak(name, s, shape, args.threads), args.settings
+                )
                 mem = dict(zip(args.settings, peaks))
         print()
         print(table(name, res, mem, ref))

@@ -2,9 +2,14 @@
 
 Shell lines run in one scratch folder per file (later lines use what earlier ones wrote, as a
 reader would), with `python` = this interpreter, `beft` = `python -m beft`, launchers from this
-venv on a free port, PATH = a tiny random BERT, and tiny settings appended to every training
-command (2 steps, 16 examples, length 32) so the whole page runs in minutes. Python blocks run as
-scripts in the same folder. The own-data examples get small files of the named shapes."""
+venv on a free port, PATH = a tiny random BERT, and tiny settings appended to every command that
+trains (2 steps, 16 examples, length 32: training and ranking runs), to benchmarks (one round at
+2 x 16 tokens, no memory workers) and to the sweeps a page submits (the first value of each grid
+axis, the tiny settings in `config:`), so the whole page runs in minutes. beft's own commands
+(`beft`, launch/*.py, slurm/sweep.py, bench/throughput.py) and python blocks (scripts in the same
+folder) run in this process (tests/inprocess.py: no new Python, torch and transformers per line);
+launchers and other scripts run as processes. The own-data examples get small files of the named
+shapes. A YAML block that names a shipped file in its first line shows that file exactly."""
 
 import json
 import os
@@ -15,7 +20,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from inprocess import run_main, run_script
+from markers import starts_ranks
 from paths import DATA_DIR, ROOT
 from ports import free_port
 from tiny import save_tiny
@@ -29,9 +37,12 @@ TINY = [
     "batch_size=8",
     "threads=1",
 ]
+BENCH_TINY = ["--rounds", "1", "--batch", "2", "--seq", "16", "--no-memory"]
 FENCE = re.compile(r"^```(bash|python) runnable\n(.*?)^```", re.S | re.M)
+YAML_FENCE = re.compile(r"^```yaml\n(.*?)^```", re.S | re.M)
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 REPO_PATHS = ("launch/", "ds_configs/", "configs/", "slurm/", "examples/", "bench/")
+IN_PROCESS = ("launch/", "slurm/sweep.py", "bench/throughput.py")  # scripts with main(argv)
 
 
 def blocks(page: Path) -> list[tuple[str, str]]:
@@ -47,9 +58,64 @@ def commands(text: str) -> list[list[str]]:
     return out
 
 
-def rewrite(words: list[str], tiny_model: str) -> list[str]:
-    """A documented command -> the command this test runs."""
-    head, rest = words[0], [w.replace("=PATH", f"={tiny_model}") for w in words[1:]]
+def page_commands(page: Path) -> list[list[str]]:
+    return [w for kind, text in blocks(page) if kind == "bash" for w in commands(text)]
+
+
+def tool(words: list[str]) -> str | None:
+    """The beft tool a documented command runs (train, rank, sweep, throughput, ...)."""
+    if words[0] == "beft":
+        return words[1] if len(words) > 1 else None
+    script = next((w for w in words[1:] if w.endswith(".py")), None)
+    return Path(script).stem if script else None
+
+
+def tiny_args(words: list[str]) -> list[str]:
+    """The tiny settings appended to a documented command (last wins: they override its own)."""
+    name = tool(words)
+    no_training = "--figure" in words or any(w.startswith("from_run=") for w in words)
+    if name == "train" or (name == "rank" and not no_training):  # a ranking run trains first
+        return TINY
+    return BENCH_TINY if name == "throughput" else []
+
+
+def submitted_specs(page: Path) -> set[str]:
+    """The sweep specs a page submits for real (not --dry-run): they run tiny, on every line of
+    the page (status and collect must see the same runs)."""
+    return {
+        words[words.index("submit") + 1]
+        for words in page_commands(page)
+        if tool(words) == "sweep"
+        and "submit" in words
+        and "--dry-run" not in words
+        and "dry_run=true" not in words
+    }
+
+
+def tiny_spec(spec: str, folder: Path) -> Path:
+    """A copy of a sweep spec that runs in seconds: one value per grid axis (overrides of the
+    others dropped), TINY in `config` (and out of the per-model / per-task overrides, which would
+    win over it)."""
+    data = yaml.safe_load((ROOT / spec).read_text())
+    tiny = {k: yaml.safe_load(v) for k, v in (t.split("=", 1) for t in TINY)}
+    data["grid"] = {k: (v if isinstance(v, list) else [v])[:1] for k, v in data["grid"].items()}
+    data["config"] = {**data.get("config", {}), **tiny}
+    for section, axis in (("per_model", "model"), ("per_task", "task")):
+        data[section] = {
+            name: {k: v for k, v in over.items() if k not in tiny}
+            for name, over in (data.get(section) or {}).items()
+            if name in data["grid"].get(axis, [])
+        }
+    out = folder / "_tiny_specs" / Path(spec).name
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def rewrite(words: list[str], tiny_model: str, specs: dict[str, Path] | None = None) -> list[str]:
+    """A documented command -> the command this test runs (specs: spec -> its tiny copy)."""
+    head, specs = words[0], specs or {}
+    rest = [str(specs.get(w, w)).replace("=PATH", f"={tiny_model}") for w in words[1:]]
     if head == "python":
         cmd = [sys.executable, *rest]
     elif head == "beft":
@@ -60,11 +126,35 @@ def rewrite(words: list[str], tiny_model: str) -> list[str]:
         raise AssertionError(
             f"a runnable block starts with {head!r}: teach this test how to run it"
         )
-    trains = any(w.endswith("launch/train.py") for w in cmd) or cmd[1:4] == ["-m", "beft", "train"]
     cmd = [
         str(ROOT / w) if w.startswith(REPO_PATHS) else w for w in cmd
     ]  # the docs run from the repo root
-    return cmd + TINY if trains else cmd
+    return cmd + tiny_args(words)
+
+
+def execute(cmd: list[str], cwd: Path, env: dict):
+    """beft's own commands in this process, anything else (launchers, scripts) as a process;
+    env: the variables set on top of this process's."""
+    if cmd[0] == sys.executable and cmd[1:3] == ["-m", "beft"]:
+        from beft.commands import main
+
+        return run_main(main, cmd[3:], env=env, cwd=cwd)
+    if cmd[0] == sys.executable and cmd[1].startswith(tuple(str(ROOT / p) for p in IN_PROCESS)):
+        return run_script(cmd[1], cmd[2:], env=env, cwd=cwd)
+    return subprocess.run(
+        cmd, cwd=str(cwd), env={**os.environ, **env}, capture_output=True, text=True, timeout=900
+    )
+
+
+def run_block(script: Path, cwd: Path, env: dict):
+    """A python block as `python SCRIPT` runs it, in this process."""
+    import runpy
+
+    def main(argv: list[str]) -> int:
+        runpy.run_path(str(script), run_name="__main__")
+        return 0
+
+    return run_main(main, [], env=env, cwd=cwd, argv0=str(script))
 
 
 def own_data(folder: Path) -> None:
@@ -101,8 +191,14 @@ def own_data(folder: Path) -> None:
             )
 
 
+def page_param(page: Path):
+    """A page whose commands start several ranks is marked dist (make test-fast leaves it out)."""
+    ranks = any(starts_ranks(words) for words in page_commands(page))
+    return pytest.param(page, id=page.name, marks=[pytest.mark.dist] if ranks else [])
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("page", [p for p in PAGES if blocks(p)], ids=lambda p: p.name)
+@pytest.mark.parametrize("page", [page_param(p) for p in PAGES if blocks(p)])
 def test_runnable_blocks_run(page, tmp_path):
     if not (DATA_DIR / "glue" / "SST-2").is_dir():
         pytest.skip(f"real data not found at {DATA_DIR} (set BEFT_DATA_DIR)")
@@ -110,8 +206,8 @@ def test_runnable_blocks_run(page, tmp_path):
 
     tiny_model = str(save_tiny("bert", tmp_path / "_tiny_bert"))
     own_data(tmp_path)
+    specs = {s: tiny_spec(s, tmp_path) for s in submitted_specs(page)}
     env = {
-        **os.environ,
         "BEFT_DATA_DIR": str(DATA_DIR),
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
@@ -122,13 +218,11 @@ def test_runnable_blocks_run(page, tmp_path):
         if kind == "python":
             script = tmp_path / f"block{i}.py"
             script.write_text(text.replace("path/to/all-MiniLM-L6-v2", resolve("minilm")))
-            runs = [[sys.executable, str(script)]]
-        else:
-            runs = [rewrite(words, tiny_model) for words in commands(text)]
-        for cmd in runs:
-            p = subprocess.run(
-                cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=900
-            )
+            p = run_block(script, tmp_path, env)
+            assert p.returncode == 0, f"{page.name}: python block {i}\n{p.stderr[-2000:]}"
+            continue
+        for cmd in [rewrite(words, tiny_model, specs) for words in commands(text)]:
+            p = execute(cmd, tmp_path, env)
             assert p.returncode == 0, f"{page.name}: {' '.join(cmd)}\n{p.stderr[-2000:]}"
 
 
@@ -137,3 +231,18 @@ def test_every_page_with_commands_is_checked():
     silently)."""
     kinds = [k for k, _ in blocks(ROOT / "README.md")]
     assert kinds.count("bash") >= 2 and "python" in kinds
+
+
+def test_shown_specs_are_the_shipped_files():
+    """A YAML block whose first line names a file of the repo (`# python slurm/sweep.py submit
+    slurm/sweeps/x.yaml ...`) is that file, every line, so the page cannot drift from it."""
+    shown = [
+        (page, text)
+        for page in PAGES
+        for text in YAML_FENCE.findall(page.read_text())
+        if re.search(r"\S+\.yaml", text.splitlines()[0])
+    ]
+    assert shown, "docs/sweeps.md shows a complete example spec"
+    for page, text in shown:
+        path = next(w for w in text.splitlines()[0].split() if w.endswith(".yaml"))
+        assert text == (ROOT / path).read_text(), f"{page.name}: the spec shown differs from {path}"
