@@ -78,3 +78,14 @@ def test_log_level_debug_shows_what_info_hides(tiny_dirs):
     finally:
         quiet.apply("debug")  # the libraries' defaults for the tests that follow
     assert shown == {"info": (False, False), "debug": (True, True)}
+
+
+def test_a_fresh_run_over_an_unfinished_one_starts_its_log_over(tiny_dirs, need_data, tmp_path):
+    """resume=false in a folder an unfinished run left (no result.json): metrics.jsonl holds this
+    run's records only (the health warnings read the logged losses: an old run's would mix in)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text(json.dumps({"step": 40, "epoch": 3, "loss": 99.0}) + "\n")
+    Trainer(load_config(overrides=base_args(tiny_dirs["bert"], out, log_every=4))).run()
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "loss" in r] == [4, 8, 12, 16]
