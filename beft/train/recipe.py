@@ -211,10 +211,7 @@ class Trainer:
         """epoch: numbered from 1 (the epoch the last step belongs to), as in checkpoints'
         meta.json; 0 for a method that only evaluates."""
         st, metrics = self.state, self.evaluate()
-        main = self.task.main_metric
-        st.evals.append({"epoch": epoch, "step": st.step, **metrics})
-        if st.best is None or metrics[main] > st.best[main]:
-            st.best, st.best_epoch = metrics, epoch
+        if st.record_eval(epoch, metrics, self.task.main_metric):
             best_state = self.backend.full_state(self.params)
             if self.rank0 and self.selection is not None:
                 self.adapter.write(self.run_dir.path / "adapter_best", best_state)

@@ -7,6 +7,7 @@ It converts itself to and from the dict the backends' save_checkpoint / load_che
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 _OPTIONAL = {"first_loss": "first_loss", "probe": "probe", "resumes": "resumes", "step_state": "zo"}
@@ -55,6 +56,16 @@ class TrainState:
         known = {k: v for k, v in d.items() if k in names}
         known.update({keys[k]: v for k, v in d.items() if k in keys})
         return cls(**known, other={k: v for k, v in d.items() if k not in names and k not in keys})
+
+    def record_eval(self, epoch: int, metrics: dict, main: str) -> bool:
+        """Add an evaluation; True when it is the new best by `main` (higher is better; NaN, e.g.
+        a correlation of constant predictions, never beats a number, and a number beats NaN)."""
+        self.evals.append({"epoch": epoch, "step": self.step, **metrics})
+        new, old = metrics[main], None if self.best is None else self.best[main]
+        if old is not None and (math.isnan(new) or (not math.isnan(old) and new <= old)):
+            return False
+        self.best, self.best_epoch = metrics, epoch
+        return True
 
     def final_evaluated(self) -> bool:
         """The last evaluation is of the current step (a kill may have cut it)."""
