@@ -194,6 +194,14 @@ class RunDir:
     def metrics_lines(self) -> int:
         return len(self.metrics.read_text().splitlines()) if self.metrics.is_file() else 0
 
+    def start_over(self) -> None:
+        """A run that starts from step 0 in a folder an unfinished run left: its log, checkpoints
+        and adapters go (a later resume=true must not continue the old run's checkpoint under the
+        new run's log). Rank 0, once setup has succeeded."""
+        self.truncate_metrics(0, lines=0)
+        for stale in (self.last_checkpoint.parent, self.adapter, self.path / "adapter_best"):
+            shutil.rmtree(stale, ignore_errors=True)
+
     def truncate_metrics(self, step: int, lines: int | None = None) -> None:
         """On resume: keep the first `lines` records (those the checkpoint had seen: records
         after it will be logged again), or, for a checkpoint that did not count them, those up to

@@ -79,10 +79,18 @@ def base_model(name: str):
     return tf.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32), []
 
 
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
+    return n
+
+
 def shape_of(name: str, batch: int | None = None, seq: int | None = None) -> tuple[int, int]:
     """(batch, tokens): the model's default shape (SHAPES), with --batch / --seq where given."""
     b, t = SHAPES[name]
-    return batch or b, seq or t
+    return b if batch is None else batch, t if seq is None else seq
 
 
 def batch_for(name: str, vocab: int, shape: tuple[int, int]) -> dict:
@@ -207,6 +215,8 @@ def peak_worker(name: str, setting: str, shape: tuple[int, int], steps: int = 2)
     return {
         "model": name,
         "setting": setting,
+        "batch": shape[0],
+        "seq": shape[1],
         "baseline_rss": base,
         "peak_delta": peak - base,
         "trainable": sum(p.numel() for p in params) if setting not in ("fwd", "fwd_eval") else 0,
@@ -335,8 +345,8 @@ def main(argv=None) -> int:
         default=1,
         help="peak-memory workers run at once (memory is per process)",
     )
-    ap.add_argument("--batch", type=int, help="batch size (default: minilm 16, smollm2 4)")
-    ap.add_argument("--seq", type=int, help="tokens per example (default: minilm 128, smollm2 256)")
+    ap.add_argument("--batch", type=positive, help="batch size (default: minilm 16, smollm2 4)")
+    ap.add_argument("--seq", type=positive, help="tokens per example (minilm 128, smollm2 256)")
     ap.add_argument("--quick", action="store_true", help="MiniLM only, 1 timed round, no memory")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--peak", nargs=2, metavar=("MODEL", "SETTING"), help=argparse.SUPPRESS)

@@ -226,6 +226,20 @@ def test_runnable_blocks_run(page, tmp_path):
             assert p.returncode == 0, f"{page.name}: {' '.join(cmd)}\n{p.stderr[-2000:]}"
 
 
+def test_every_command_block_in_docs_is_runnable():
+    """A bash / python fence without the `runnable` mark (a typo, a copied block) would drop out of
+    the test above silently. Only README's set-up blocks (pip install, make) are not run."""
+    fence = re.compile(r"^```(bash|python)([^\n]*)\n(.*?)^```", re.S | re.M)
+    unmarked = [
+        (page.name, body.split()[0])
+        for page in PAGES
+        for _, mark, body in fence.findall(page.read_text())
+        if mark.strip() != "runnable"
+    ]
+    setup = [(p, w) for p, w in unmarked if p == "README.md" and w in ("pip", "make")]
+    assert unmarked == setup and setup, unmarked
+
+
 def test_every_page_with_commands_is_checked():
     """The README keeps at least its quickstart runnable (a renamed fence would skip it
     silently)."""

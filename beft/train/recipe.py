@@ -94,8 +94,8 @@ class Trainer:
         if cfg.resume and (self.run_dir.last_checkpoint / "meta.json").is_file():
             self.state = checkpoint.resume(self.run_dir, self.backend, self.params, self.step,
                                            self.total_steps, changes, self.rank0)  # fmt: skip
-        elif self.rank0:  # a fresh start (or no checkpoint yet): so does the log, whatever it held
-            self.run_dir.truncate_metrics(0, lines=0)
+        elif self.rank0:  # from step 0: an unfinished run's log, checkpoints, adapters go
+            self.run_dir.start_over()
         if self.rank0:
             atomic_write_text(self.run_dir.config, dump_config(cfg))
             resume_step = self.state.step if cfg.resume else None

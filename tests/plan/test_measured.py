@@ -83,3 +83,18 @@ def test_planner_within_20_percent_of_measured_peak(
         f" {got['peak_delta'] / 2**20:.0f} MiB, ratio {ratio:.3f}"
     )
     assert 0.8 <= ratio <= 1.2
+
+
+@pytest.mark.slow
+def test_peak_worker_measures_at_the_asked_shape():
+    """--batch / --seq reach the fresh peak-memory process (docs/performance.md's own shape)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, str(ROOT / "bench" / "throughput.py"), "--peak", "minilm", "bv"]
+    out = subprocess.run(
+        cmd + ["--batch", "2", "--seq", "16"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (got["batch"], got["seq"], got["model"]) == (2, 16, "minilm")
+    bad = subprocess.run(cmd + ["--batch", "0"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "0 is not an integer >= 1" in bad.stderr

@@ -6,9 +6,11 @@ unless log_level=debug, and a last line naming the metric, the output folder and
 import json
 import logging
 
+import pytest
+
 from beft import quiet
 from beft.config import load_config
-from beft.train import Trainer
+from beft.train import Trainer, hooks
 from train_helpers import base_args, result
 
 
@@ -80,12 +82,31 @@ def test_log_level_debug_shows_what_info_hides(tiny_dirs):
     assert shown == {"info": (False, False), "debug": (True, True)}
 
 
-def test_a_fresh_run_over_an_unfinished_one_starts_its_log_over(tiny_dirs, need_data, tmp_path):
-    """resume=false in a folder an unfinished run left (no result.json): metrics.jsonl holds this
-    run's records only (the health warnings read the logged losses: an old run's would mix in)."""
+def test_a_fresh_run_over_an_unfinished_one_starts_over(tiny_dirs, need_data, tmp_path):
+    """resume=false in a folder an unfinished run left (no result.json): the old run's log and
+    checkpoint go once setup succeeds, so that neither the new log (health warnings read its losses)
+    nor a later resume=true (which would continue the old checkpoint under the new log) mixes two
+    runs."""
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "metrics.jsonl").write_text(json.dumps({"step": 40, "epoch": 3, "loss": 99.0}) + "\n")
-    Trainer(load_config(overrides=base_args(tiny_dirs["bert"], out, log_every=4))).run()
+    args = lambda **kw: load_config(overrides=base_args(tiny_dirs["bert"], out, log_every=4, **kw))
+
+    class Killed(BaseException):
+        pass
+
+    def killed_at(label, cfg):
+        def fn(point):
+            if point == label:
+                raise Killed()
+
+        t = Trainer(cfg)
+        with hooks.subscribed(fn), pytest.raises(Killed):
+            t.run()
+        t.memory.stop()  # its sampling thread (a killed process would take it along)
+
+    killed_at("step:5", args(**{"checkpoint.every_steps": 2}))  # the old run: checkpoint at step 4
+    assert json.loads((out / "checkpoints/last/meta.json").read_text())["step"] == 4
+    killed_at("step:1", args())  # a fresh start, killed before its first checkpoint
+    assert not (out / "checkpoints").exists() and (out / "metrics.jsonl").read_text() == ""
+    Trainer(args()).run()
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs if "loss" in r] == [4, 8, 12, 16]

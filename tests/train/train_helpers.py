@@ -92,8 +92,8 @@ def launch(args, launcher="python", env=None, timeout=900, script=None):
         cmd += [script, "--config", ds_json]
     elif launcher.startswith("deepspeed:"):
         # the same two DeepSpeed ranks started by torchrun: the deepspeed launcher adds two Pythons
-        # that import deepspeed before the ranks start (~10 s); its own form is tested with
-        # "deepspeed-cli:" (test_distributed.py, test_launchers.py)
+        # that import deepspeed before the ranks start (docs/testing.md); its form is tested with
+        # "deepspeed-cli:" (test_distributed.py) and in the docs test (docs/usage.md)
         ds_json = str(ROOT / "ds_configs" / f"{launcher.split(':')[1]}.json")
         cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port)]
         cmd += [script, "--config", ds_json]
