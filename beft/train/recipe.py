@@ -140,7 +140,8 @@ class Trainer:
             self.bar = progress(self.total_steps, "train", initial=st.step)
         if st.step == 0:
             self.step.before_training(self)
-        t_log, n_log, _ = time.perf_counter(), 0, self.batches.take_tokens()
+        self.batches.take_tokens()  # tokens count from the first step
+        t_log, n_log = time.perf_counter(), 0
         t_start = time.perf_counter() - st.train_seconds
         while st.step < self.total_steps or not st.final_evaluated():  # a kill may cut the last
             epoch, order = st.epoch, self.batches.order(st.epoch)
