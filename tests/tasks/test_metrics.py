@@ -1,4 +1,6 @@
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -11,6 +13,37 @@ def test_mcc_by_hand():
     out = label_metrics("mcc", [1, 1, 0, 1, 0], [1, 1, 0, 0, 1])
     assert out["mcc"] == pytest.approx(1 / 6)
     assert out["accuracy"] == pytest.approx(3 / 5)
+
+
+def test_accuracy_is_scikit_learn_s():
+    import random
+
+    from sklearn.metrics import accuracy_score
+
+    from beft.tasks.metrics import accuracy
+
+    rng = random.Random(0)
+    for n in (1, 7, 100):
+        golds = [rng.randrange(3) for _ in range(n)]
+        preds = [rng.randrange(3) for _ in range(n)]
+        assert accuracy(preds, golds) == pytest.approx(accuracy_score(golds, preds), abs=1e-15)
+    assert accuracy(["a", "b"], ["a", "c"]) == 0.5
+    for preds, golds in (([], []), ([1], [1, 0])):
+        with pytest.raises(ValueError):
+            accuracy(preds, golds)
+
+
+def test_a_training_process_does_not_import_scikit_learn():
+    """scikit-learn (with pandas) cost every rank of every run about 2 s of imports before it
+    trained; the metrics that need it import it when they run."""
+    code = (
+        "import sys, beft.train, beft.commands.train, beft.tasks\n"
+        "from beft.tasks.metrics import label_metrics\n"
+        "label_metrics('accuracy', [1, 0], [1, 1])\n"
+        "print(sorted(m for m in ('sklearn', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_macro_f1_by_hand():
