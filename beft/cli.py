@@ -115,20 +115,46 @@ def json_command(
     return main
 
 
-def run(main: Callable[[list[str]], int], argv: list[str]) -> None:
+def run(
+    main: Callable[[list[str]], int], argv: list[str], *, own_process: bool = False
+) -> None:
     """Call main; user errors become one line on stderr and a non-zero exit, no traceback
-    (set BEFT_DEBUG=1 for the traceback)."""
+    (set BEFT_DEBUG=1 for the traceback). own_process: this Python exists only for this command (a
+    script's __main__, the console script), so it ends through end_process; otherwise SystemExit."""
     from .stop import Stopped
 
     try:
-        code = main(argv)
+        code = main(argv) or 0
     except Stopped as e:  # a checkpoint was written; 128 + SIGTERM, as if the signal had killed us
         print(f"stopped: {e}", file=sys.stderr)
-        sys.exit(143)
+        code = 143
     except (ValueError, FileNotFoundError, PermissionError, OSError, KeyError) as e:
         if os.environ.get("BEFT_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(code or 0)
+        code = 2
+    if own_process:
+        end_process(code)
+    sys.exit(code)
+
+
+def end_process(code: int) -> None:
+    """Exit now, doing what a normal exit does that anything relies on (wait for non-daemon
+    threads, run the atexit handlers: loggers, trackers, DeepSpeed; flush stdout and stderr) but not
+    the interpreter's teardown of every module, which takes 2-3 s once torch and transformers are
+    imported (measured on this project's CPU box: a tiny training run 12.2-14.3 s -> 10.3-10.4 s;
+    `import torch` alone 1.0 s of exit). Every rank of every run paid it."""
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing left to say
+            pass
+    os._exit(code)

@@ -7,4 +7,4 @@ from beft.cli import run
 from beft.commands.plan import main  # noqa: F401
 
 if __name__ == "__main__":
-    run(main, sys.argv[1:])
+    run(main, sys.argv[1:], own_process=True)

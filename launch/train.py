@@ -11,4 +11,4 @@ from beft.cli import run
 from beft.commands.train import main  # noqa: F401
 
 if __name__ == "__main__":
-    run(main, sys.argv[1:])
+    run(main, sys.argv[1:], own_process=True)

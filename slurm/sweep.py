@@ -15,4 +15,4 @@ from beft.cli import run
 from beft.sweep.cli import main
 
 if __name__ == "__main__":
-    run(main, sys.argv[1:])
+    run(main, sys.argv[1:], own_process=True)

@@ -75,3 +75,47 @@ def test_in_process_dispatch_equals_each_entry(tiny_bert, capsys):
     with pytest.raises(SystemExit) as e:
         run(commands.main, ["inventory", tiny_bert, f"model={tiny_bert}x"])
     assert e.value.code == 2 and "two models given" in capsys.readouterr().err
+
+
+OWN_PROCESS = r"""
+import atexit, sys, threading, time
+from pathlib import Path
+from beft.cli import run
+
+out = Path(sys.argv[1])
+
+class Teardown:  # its __del__ runs only when the interpreter tears the module down
+    def __del__(self):
+        (out / "teardown").write_text("ran")
+
+kept = Teardown()
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+
+def late():
+    time.sleep(0.3)
+    (out / "thread").write_text("ran")
+
+def main(argv):
+    threading.Thread(target=late).start()  # not a daemon: exit waits for it
+    sys.stdout.write("no newline, block-buffered")
+    return int(argv[0])
+
+run(main, sys.argv[2:], own_process=sys.argv[2] != "0")
+"""
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_own_process_ends_without_the_interpreter_s_teardown(code, tmp_path):
+    """A command in its own process (launch/*.py, the console script) ends through
+    beft.cli.end_process: threads joined, atexit handlers run, stdout flushed, the exit status kept,
+    but no module teardown (2-3 s once torch and transformers are imported)."""
+    script = tmp_path / "entry.py"
+    script.write_text(OWN_PROCESS)
+    p = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), str(code)], capture_output=True, text=True
+    )
+    assert p.returncode == code, p.stderr
+    assert p.stdout == "no newline, block-buffered"
+    assert (tmp_path / "atexit").is_file() and (tmp_path / "thread").is_file()
+    # code 3 ran as its own process: no teardown; code 0 took SystemExit, Python's own exit
+    assert (tmp_path / "teardown").is_file() == (code == 0)

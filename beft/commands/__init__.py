@@ -51,4 +51,4 @@ def main(argv: list[str]) -> int:
 
 def entry() -> None:
     """The `beft` console script (and python -m beft): one-line errors, exit status 2."""
-    run(main, sys.argv[1:])
+    run(main, sys.argv[1:], own_process=True)

@@ -108,4 +108,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     from beft.cli import run
 
-    run(main, sys.argv[1:])
+    run(main, sys.argv[1:], own_process=True)

@@ -45,7 +45,7 @@ def main(argv: list[str]) -> None:
         hooks.subscribe(at(os.environ["BEFT_KILL_AT"], sigkill))
     if os.environ.get("BEFT_TERM_AFTER_STEP"):
         hooks.subscribe(at(f"stepped:{os.environ['BEFT_TERM_AFTER_STEP']}", sigterm_last_rank))
-    run(train, argv)
+    run(train, argv, own_process=True)
 
 
 if __name__ == "__main__":
