@@ -6,7 +6,8 @@ AVX2 box (torch 2.13.0+cpu, one thread, 32 tokens, LLaMA-2-7B's 11008 x 4096 MLP
 x @ W.T 0.29 s, g @ W 12.9 s; one bf16 decoder layer's backward took 62 s against its forward's
 1.3 s, so a bf16 base (the only way a 7B model fits two ranks in 24 GB) trained 40x slower than it
 computes. Here a frozen 16-bit weight's input gradient is summed in fp32 over blocks of its rows
-(0.2 s, the exact product rounded once to 16 bits; no fp32 copy of the whole weight). GPUs, fp32
+(0.2 s; 16-bit products are exact in fp32, the sum is rounded once to 16 bits at the end; no fp32
+copy of the whole weight). GPUs, fp32
 weights, trained weights and no-grad passes take torch's own path unchanged.
 """
 

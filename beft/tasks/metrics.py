@@ -18,7 +18,7 @@ def accuracy(preds: Sequence, golds: Sequence) -> float:
         raise ValueError(f"{len(preds)} predictions for {len(golds)} gold labels")
     if not golds:
         raise ValueError("accuracy of no examples")
-    return sum(p == g for p, g in zip(preds, golds, strict=True)) / len(golds)
+    return float(sum(bool(p == g) for p, g in zip(preds, golds, strict=True)) / len(golds))
 
 
 def binary_f1(preds: Sequence[int], golds: Sequence[int]) -> float:

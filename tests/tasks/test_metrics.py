@@ -28,6 +28,11 @@ def test_accuracy_is_scikit_learn_s():
         preds = [rng.randrange(3) for _ in range(n)]
         assert accuracy(preds, golds) == pytest.approx(accuracy_score(golds, preds), abs=1e-15)
     assert accuracy(["a", "b"], ["a", "c"]) == 0.5
+    import numpy as np
+    import torch
+
+    for got in (accuracy(np.array([1, 0]), np.array([1, 1])), accuracy(torch.tensor([1]), [1])):
+        assert type(got) is float  # result.json and the trackers take it as it is
     for preds, golds in (([], []), ([1], [1, 0])):
         with pytest.raises(ValueError):
             accuracy(preds, golds)
