@@ -16,7 +16,7 @@ from collections.abc import Sequence
 def accuracy(preds: Sequence, golds: Sequence) -> float:
     if len(preds) != len(golds):
         raise ValueError(f"{len(preds)} predictions for {len(golds)} gold labels")
-    if not golds:
+    if len(golds) == 0:
         raise ValueError("accuracy of no examples")
     return float(sum(bool(p == g) for p, g in zip(preds, golds, strict=True)) / len(golds))
 
