@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from beft import half_linear
-from beft.backends.local import LocalBackend
+from beft.backends.local import LocalBackend, keep_fp32
 from beft.bias import apply_bias
 from beft.config import load_config
 from tiny import save_tiny, tiny_inputs
@@ -30,8 +30,7 @@ def test_loaded_bf16_base_back_propagates_through_the_fast_path(tmp_path):
     assert linears and all(type(m) is half_linear.FrozenHalfLinear for m in linears)
     sel = apply_bias(model, "v")
     params = sel.trainable_parameters()
-    for p in params.values():
-        p.data = p.data.float()
+    keep_fp32(params)
     v = model.model.layers[0].self_attn.v_proj
     x = torch.randn(2, 3, v.in_features, requires_grad=True)
     with torch.autocast("cpu", dtype=v.weight.dtype):
